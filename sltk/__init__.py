@@ -1,0 +1,41 @@
+"""sltk: the Self-Lengthen toolkit.
+
+Teach an instruct model to write long texts from its own knowledge: a Generator drafts, an
+Extender lengthens, and the longer texts train both roles again, iteration after iteration.
+"""
+
+from .backends import ChatRequest, Completion, HFBackend, PromptError, Sampling
+from .embedded import EmbeddedModelError
+from .models import (
+    BASE,
+    ROLES,
+    LoadedModel,
+    ModelError,
+    add_roles,
+    load_base,
+    load_roles,
+    lora_config,
+    save_roles,
+    use_role,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BASE",
+    "ROLES",
+    "ChatRequest",
+    "Completion",
+    "EmbeddedModelError",
+    "HFBackend",
+    "LoadedModel",
+    "ModelError",
+    "PromptError",
+    "Sampling",
+    "add_roles",
+    "load_base",
+    "load_roles",
+    "lora_config",
+    "save_roles",
+    "use_role",
+]

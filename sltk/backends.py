@@ -1,0 +1,347 @@
+"""Text generation behind one small interface.
+
+`HFBackend` runs a Hugging Face model in process. It keeps a batch of up to `batch_size`
+sequences decoding together; a sequence that finishes (end token, stop string, token cap, or a
+loop detected by `RepetitionGuard`) leaves at once and a waiting request takes its slot, so one
+runaway answer never holds the others back. Requests are chat messages with an optional
+assistant pre-fill to continue, and the role (LoRA adapter) to use.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from .models import BASE, LoadedModel, use_role
+
+STOP_STRINGS = ("---", "\n---", "\n\n---", "\n\n\n")
+FINISH_REASONS = ("stop", "length", "repetition")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings of a call (upstream Self-Lengthen values by default)."""
+
+    temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int = 20
+    repetition_penalty: float = 1.1
+    max_new_tokens: int = 16384
+    stop: tuple[str, ...] = STOP_STRINGS
+    # Stop a sequence that loops: `loop_tokens` positions whose `loop_ngram`-token n-gram already
+    # occurred. Such a text fails the repetition filter anyway; 0 turns the guard off.
+    loop_ngram: int = 16
+    loop_tokens: int = 32
+
+    def with_(self, **changes) -> "Sampling":
+        return replace(self, **changes)
+
+
+@dataclass
+class ChatRequest:
+    """One generation: chat messages, an optional assistant pre-fill to continue, and a role."""
+
+    messages: list[dict]
+    prefill: str = ""
+    role: str | None = None
+    id: str | None = None
+    max_new_tokens: int | None = None  # overrides the call's Sampling.max_new_tokens
+
+
+@dataclass
+class Completion:
+    """Generated text (the part after any pre-fill), its token count and why it ended."""
+
+    text: str
+    tokens: int
+    finish_reason: str
+    prompt_tokens: int = 0
+    id: str | None = None
+
+
+class PromptError(ValueError):
+    """A request that cannot be generated from (empty, or longer than the model's context)."""
+
+
+@dataclass
+class RepetitionGuard:
+    """Counts positions whose trailing n-gram of tokens already occurred in the sequence."""
+
+    n: int
+    limit: int
+    seen: set = field(default_factory=set)
+    repeats: int = 0
+
+    def add(self, tokens: list[int]) -> bool:
+        """Feed the sequence so far (the newest token last); True once it counts as a loop."""
+        if self.limit <= 0 or len(tokens) < self.n:
+            return False
+        gram = tuple(tokens[-self.n :])
+        if gram in self.seen:
+            self.repeats += 1
+        else:
+            self.seen.add(gram)
+        return self.repeats >= self.limit
+
+
+def validate(request: ChatRequest) -> None:
+    """Reject requests with no messages or an empty last message."""
+    if not request.messages:
+        raise PromptError(f"Request {request.id or ''} has no messages; give at least one user message.")
+    for msg in request.messages:
+        if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
+            raise PromptError(f"Request {request.id or ''}: each message needs 'role' and 'content', got {msg!r}.")
+    if not str(request.messages[-1]["content"]).strip():
+        raise PromptError(f"Request {request.id or ''} has an empty {request.messages[-1]['role']} message.")
+
+
+def render_prompt(tokenizer, request: ChatRequest) -> str:
+    """The chat template applied to the messages, opened for the assistant, plus the pre-fill."""
+    text = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+    return text + request.prefill
+
+
+class _Row:
+    """One sequence being decoded."""
+
+    __slots__ = ("index", "prompt_len", "max_new", "tokens", "guard", "finish")
+
+    def __init__(self, index: int, prompt_len: int, max_new: int, guard: RepetitionGuard):
+        self.index, self.prompt_len, self.max_new = index, prompt_len, max_new
+        self.tokens: list[int] = []
+        self.guard = guard
+        self.finish: str | None = None
+
+
+def _left_pad(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    missing = length - t.shape[dim]
+    if missing <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+def _merge_caches(old, old_mask, new, new_mask):
+    """Concatenate two KV caches along the batch, left-padding the shorter one in time."""
+    length = max(old_mask.shape[1], new_mask.shape[1])
+    for lo, ln in zip(old.layers, new.layers):
+        lo.keys = torch.cat([_left_pad(lo.keys, length, -2), _left_pad(ln.keys, length, -2)], dim=0)
+        lo.values = torch.cat([_left_pad(lo.values, length, -2), _left_pad(ln.values, length, -2)], dim=0)
+    mask = torch.cat([_left_pad(old_mask, length, 1), _left_pad(new_mask, length, 1)], dim=0)
+    return old, mask
+
+
+def _select(cache, mask, keep: torch.Tensor):
+    """Keep the rows `keep` of the batch, and drop leading columns that are padding for all of them."""
+    mask = mask[keep]
+    filled = mask.any(dim=0).nonzero()
+    start = int(filled[0]) if len(filled) else 0
+    mask = mask[:, start:]
+    for layer in cache.layers:
+        layer.keys = layer.keys[keep, :, start:]
+        layer.values = layer.values[keep, :, start:]
+    return cache, mask
+
+
+class HFBackend:
+    """In-process generation with a Hugging Face model (optionally with role adapters)."""
+
+    def __init__(self, loaded: LoadedModel, batch_size: int = 32, show_progress: bool = True):
+        self.loaded = loaded
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self.context = getattr(self.model.config, "max_position_embeddings", None) or 32768
+        eos = self.model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, (list, tuple)) else [eos]
+        self.eos_ids = {int(e) for e in eos if e is not None} | {int(self.tokenizer.eos_token_id)}
+        self.last_stats: dict = {}
+
+    # -- public -------------------------------------------------------------------------------
+    def generate(
+        self,
+        requests: list[ChatRequest],
+        sampling: Sampling | None = None,
+        seed: int | None = 0,
+        desc: str = "generate",
+    ) -> list[Completion]:
+        """Generate for every request; results come back in the order of `requests`."""
+        sampling = sampling or Sampling()
+        prompts = []
+        for req in requests:
+            validate(req)
+            ids = self.tokenizer(render_prompt(self.tokenizer, req), add_special_tokens=False)["input_ids"]
+            if len(ids) >= self.context:
+                raise PromptError(
+                    f"Request {req.id or ''} has {len(ids)} prompt tokens, at or over the model's "
+                    f"context of {self.context}. Shorten the prompt or use a model with a longer context."
+                )
+            prompts.append(ids)
+        caps = [r.max_new_tokens for r in requests]
+        results: list[Completion | None] = [None] * len(requests)
+        generator = torch.Generator(device=self.loaded.device if self.loaded.device != "mps" else "cpu")
+        generator.manual_seed(0 if seed is None else seed)
+        started, total_tokens = time.perf_counter(), 0
+        self._steps = 0
+        by_role: dict[str, list[int]] = {}
+        for i, req in enumerate(requests):
+            by_role.setdefault(req.role or BASE, []).append(i)
+        bar = self._progress(len(requests), desc)
+        try:
+            for role, indices in by_role.items():
+                with use_role(self.model, role), torch.inference_mode():
+                    for row in self._decode(indices, prompts, caps, sampling, generator, bar):
+                        text = self._text(row.tokens, sampling.stop)
+                        results[row.index] = Completion(
+                            text, len(row.tokens), row.finish, row.prompt_len, requests[row.index].id
+                        )
+                        total_tokens += len(row.tokens)
+                        if bar is not None:
+                            elapsed = max(time.perf_counter() - started, 1e-9)
+                            bar.set_postfix_str(f"{total_tokens / elapsed:.1f} tok/s", refresh=False)
+                            bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        elapsed = time.perf_counter() - started
+        self.last_stats = {
+            "requests": len(requests),
+            "tokens": total_tokens,
+            "seconds": elapsed,
+            "tokens_per_second": total_tokens / elapsed if elapsed else 0.0,
+            "decode_steps": self._steps,
+            "finish_reasons": {r: sum(c.finish_reason == r for c in results) for r in FINISH_REASONS},
+        }
+        return results  # type: ignore[return-value]
+
+    # -- internals ----------------------------------------------------------------------------
+    def _progress(self, total: int, desc: str):
+        if not self.show_progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="req", dynamic_ncols=True)
+
+    def _text(self, tokens: list[int], stops: tuple[str, ...]) -> str:
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        cut = min((text.find(s) for s in stops if s and s in text), default=-1)
+        return text[:cut] if cut >= 0 else text
+
+    def _hit_stop(self, tokens: list[int], stops: tuple[str, ...]) -> bool:
+        if not stops:
+            return False
+        tail = self.tokenizer.decode(tokens[-8:], skip_special_tokens=True)
+        return any(s and s in tail for s in stops)
+
+    def _next_tokens(self, logits: torch.Tensor, seen: torch.Tensor, s: Sampling, generator) -> torch.Tensor:
+        """Repetition penalty on tokens already in each sequence, then temperature, top-k, top-p."""
+        logits = logits.float()
+        if s.repetition_penalty != 1.0:
+            penalised = torch.where(logits > 0, logits / s.repetition_penalty, logits * s.repetition_penalty)
+            logits = torch.where(seen, penalised, logits)
+        if s.temperature <= 0:
+            return logits.argmax(dim=-1)
+        # Sample among the top-k candidates only: the same distribution as masking the whole
+        # vocabulary, at a fraction of the cost (a full-vocabulary sort per step is slow on a CPU).
+        k = s.top_k if 0 < s.top_k < logits.shape[-1] else logits.shape[-1]
+        values, candidates = torch.topk(logits / s.temperature, k, dim=-1)
+        if 0 < s.top_p < 1:
+            probs = values.softmax(dim=-1)
+            drop = probs.cumsum(dim=-1) - probs >= s.top_p  # keep the token that crosses top_p
+            values = values.masked_fill(drop, float("-inf"))
+        choice = torch.multinomial(values.softmax(dim=-1), 1, generator=generator)
+        return candidates.gather(-1, choice).squeeze(-1)
+
+    def _finished(self, row: _Row, token: int, s: Sampling) -> bool:
+        if token in self.eos_ids:
+            row.finish = "stop"
+            return True
+        row.tokens.append(token)
+        if self._hit_stop(row.tokens, s.stop):
+            row.finish = "stop"
+        elif row.guard.add(row.tokens):
+            row.finish = "repetition"
+        elif len(row.tokens) >= row.max_new:
+            row.finish = "length"
+        return row.finish is not None
+
+    def _prefill(self, rows: list[_Row], prompts, device):
+        from transformers import DynamicCache
+
+        width = max(len(prompts[r.index]) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, r in enumerate(rows):
+            p = prompts[r.index]
+            ids[j, width - len(p) :] = torch.tensor(p)
+            mask[j, width - len(p) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        return out.logits[:, -1, :], out.past_key_values, mask
+
+    def _admit(self, rows: list[_Row], prompts, s: Sampling, generator):
+        """Prefill new rows; return their cache, mask, seen-token table and first sampled tokens."""
+        device = self.loaded.device
+        logits, cache, mask = self._prefill(rows, prompts, device)
+        seen = torch.zeros((len(rows), logits.shape[-1]), dtype=torch.bool, device=device)
+        for j, r in enumerate(rows):
+            seen[j, torch.tensor(prompts[r.index], device=device)] = True
+        return cache, mask, seen, self._next_tokens(logits, seen, s, generator)
+
+    def _decode(self, indices, prompts, caps, s: Sampling, generator, bar):
+        """Yield finished rows, keeping up to `batch_size` sequences in flight."""
+        device = self.loaded.device
+        # Longest prompts first: later, shorter ones fit inside the cache length already reached.
+        pending = deque(sorted(indices, key=lambda i: -len(prompts[i])))
+        active: list[_Row] = []
+        cache = mask = seen = last = None
+        while pending or active:
+            if pending and len(active) < self.batch_size:
+                new_rows = []
+                while pending and len(active) + len(new_rows) < self.batch_size:
+                    i = pending.popleft()
+                    cap = caps[i] or s.max_new_tokens
+                    max_new = min(cap, self.context - len(prompts[i]))
+                    new_rows.append(_Row(i, len(prompts[i]), max_new, RepetitionGuard(s.loop_ngram, s.loop_tokens)))
+                new_cache, new_mask, new_seen, tokens = self._admit(new_rows, prompts, s, generator)
+                if cache is None:
+                    cache, mask, seen, last = new_cache, new_mask, new_seen, tokens
+                else:
+                    cache, mask = _merge_caches(cache, mask, new_cache, new_mask)
+                    seen, last = torch.cat([seen, new_seen]), torch.cat([last, tokens])
+                first = len(active)  # only the new rows got a token this round
+                active.extend(new_rows)
+            else:
+                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+                out = self.model(
+                    input_ids=last.unsqueeze(-1),
+                    attention_mask=mask,
+                    position_ids=mask.sum(-1, keepdim=True) - 1,
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+                cache, first = out.past_key_values, 0
+                self._steps += 1
+                last = self._next_tokens(out.logits[:, -1, :], seen, s, generator)
+            rows = torch.arange(first, len(active), device=device)
+            seen[rows, last[first:]] = True
+            done = [False] * first + [
+                self._finished(r, t, s) for r, t in zip(active[first:], last[first:].tolist())
+            ]
+            if any(done):
+                yield from (r for r, d in zip(active, done) if d)
+                active = [r for r, d in zip(active, done) if not d]
+                if active:
+                    keep = torch.tensor([j for j, d in enumerate(done) if not d], device=device)
+                    cache, mask = _select(cache, mask, keep)
+                    seen, last = seen[keep], last[keep]
+                else:
+                    cache = mask = seen = last = None

@@ -1,0 +1,83 @@
+"""The `sltk` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def _prepare(args) -> int:
+    from . import embedded
+
+    start = time.perf_counter()
+    folder = embedded.ensure_checkpoint(force=args.force)
+    print(f"embedded model ready: {folder} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _demo(args) -> int:
+    import pandas as pd
+
+    from . import text
+    from .records import read_jsonl
+    from .backends import ChatRequest, HFBackend, Sampling
+    from .models import add_roles, load_base
+
+    start = time.perf_counter()
+    loaded = load_base(args.model, quantization=None if args.quantization == "none" else args.quantization)
+    add_roles(loaded)
+    print(f"loaded {loaded.source} ({loaded.quantization or 'unquantised'}, {loaded.dtype}, {loaded.device}) "
+          f"with roles {loaded.roles} in {time.perf_counter() - start:.1f} s")
+    seeds = read_jsonl(Path(args.seeds))[: args.n]
+    requests = [ChatRequest([{"role": "user", "content": s["query"]}], role="generator", id=s["id"]) for s in seeds]
+    backend = HFBackend(loaded, batch_size=args.batch_size)
+    results = backend.generate(requests, Sampling(max_new_tokens=args.max_new_tokens), seed=args.seed, desc="drafts")
+    rows = []
+    for seed, out in zip(seeds, results):
+        rows.append({
+            "id": seed["id"], "kind": seed.get("kind", ""), "words": text.count_words(out.text),
+            "tokens": out.tokens, "finish": out.finish_reason,
+            "filters": ",".join(text.check_filters(out.text)) or "pass",
+        })
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False))
+    stats = backend.last_stats
+    print(f"\nwords: mean {table.words.mean():.0f}, median {table.words.median():.0f}, max {table.words.max()}; "
+          f"{stats['tokens']} tokens in {stats['seconds']:.1f} s = {stats['tokens_per_second']:.1f} tokens/s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sltk", description="Self-Lengthen toolkit")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="convert the embedded model into the cache (once)")
+    p.add_argument("--force", action="store_true", help="convert again even if a copy exists")
+    p.set_defaults(func=_prepare)
+
+    p = sub.add_parser("demo", help="load both roles and draft answers for a few seed queries")
+    p.add_argument("--model", default="embedded", help="'embedded', a hub id or a local folder")
+    p.add_argument("--quantization", default="nf4", choices=["nf4", "none"])
+    p.add_argument("--seeds", default=str(DATA / "seed_en.jsonl"))
+    p.add_argument("-n", type=int, default=8, help="number of seed queries")
+    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_demo)
+
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return args.func(args)
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        print(f"sltk {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Resolve and load the base model (4-bit NF4 for QLoRA, or unquantised) and its two LoRA roles.
+
+The Generator and the Extender are two named LoRA adapters on one base model (PEFT
+multi-adapter). `use_role` switches between them, or to the plain base, for a block of calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import embedded
+
+ROLES = ("generator", "extender")
+BASE = "base"
+QUANTIZATIONS = ("nf4", None)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+class ModelError(ValueError):
+    """A model id, path or setting that cannot be used; the message names the fix."""
+
+
+@dataclass
+class LoadedModel:
+    """A base model (optionally with roles attached) and what it was loaded with."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    source: str
+    quantization: str | None
+    dtype: torch.dtype
+    device: str
+
+    @property
+    def roles(self) -> list[str]:
+        return sorted(getattr(self.model, "peft_config", {}) or {})
+
+
+def resolve_model(model: str | os.PathLike | None = None) -> str:
+    """Turn 'embedded' (or None), a local folder or a hub id into what `from_pretrained` takes."""
+    if model is None or (isinstance(model, str) and embedded.is_alias(model)):
+        return str(embedded.ensure_checkpoint())
+    text = str(model)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise ModelError(
+                f"{path} is not a Hugging Face model folder (no config.json in it). "
+                "Pass a folder written by save_pretrained, a hub id such as "
+                "'Qwen/Qwen2.5-7B-Instruct', or 'embedded'."
+            )
+        return str(path)
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or not _HUB_ID.match(text):
+        raise ModelError(
+            f"Model '{text}': no such folder, and not a valid hub id. "
+            "Check the path, or use a hub id like 'Qwen/Qwen2.5-7B-Instruct', or 'embedded'."
+        )
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(text)
+    except (OSError, ValueError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+        hint = (
+            "HF_HUB_OFFLINE is set, so only models already in the Hugging Face cache can load; "
+            "download it first on a connected machine or pass a local folder."
+            if offline
+            else "Check the spelling and your access to it, or pass a local folder."
+        )
+        raise ModelError(f"Could not find model '{text}': {hint} ({type(exc).__name__})") from exc
+    return text
+
+
+def pick_device(device: str | None = None) -> str:
+    """'cuda' when a GPU is visible, else 'cpu' (an explicit choice wins)."""
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(device: str) -> torch.dtype:
+    """bf16 on Ampere and later, fp16 on older GPUs (T4, V100); bf16 on the CPU.
+
+    On the CPU bf16 was measured faster than float32 for batched generation and halves memory
+    (see benchmarks/).
+    """
+    if device.startswith("cuda"):
+        major, _ = torch.cuda.get_device_capability(torch.device(device))
+        return torch.bfloat16 if major >= 8 else torch.float16
+    return torch.bfloat16
+
+
+def nf4_config(compute_dtype: torch.dtype):
+    """QLoRA's 4-bit setting: NF4 weights with double quantisation of the scales."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def load_base(
+    model: str | os.PathLike | None = None,
+    quantization: str | None = "nf4",
+    dtype: torch.dtype | str | None = None,
+    device: str | None = None,
+) -> LoadedModel:
+    """Load the base model and tokenizer, in 4-bit NF4 (`quantization="nf4"`) or unquantised (None)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if quantization not in QUANTIZATIONS:
+        raise ModelError(f"quantization={quantization!r} is not supported; use 'nf4' or None.")
+    source = resolve_model(model)
+    device = pick_device(device)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    dtype = dtype or pick_dtype(device)
+    kwargs = {"dtype": dtype, "device_map": device}
+    if quantization == "nf4":
+        kwargs["quantization_config"] = nf4_config(dtype)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelError(f"Model '{source}' has no chat template; sltk needs an instruct/chat model.")
+    net = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    net.eval()
+    return LoadedModel(net, tokenizer, source, quantization, dtype, device)
+
+
+def lora_config(r: int = 8, alpha: int = 16, dropout: float = 0.0, target_modules="all-linear", **kw):
+    """The LoRA setting of a role (upstream recipe by default: all linear layers, r 8, alpha 16)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        task_type="CAUSAL_LM",
+        **kw,
+    )
+
+
+def add_roles(loaded: LoadedModel, config=None, roles=ROLES) -> LoadedModel:
+    """Attach fresh LoRA adapters named after the roles (Generator, Extender) to the base model."""
+    from peft import PeftModel, get_peft_model
+
+    config = config or lora_config()
+    net = loaded.model
+    if not isinstance(net, PeftModel):
+        net = get_peft_model(net, config, adapter_name=roles[0])
+        roles = roles[1:]
+    for role in roles:
+        if role not in net.peft_config:
+            net.add_adapter(role, config)
+    loaded.model = net
+    return loaded
+
+
+def load_roles(loaded: LoadedModel, folder: str | os.PathLike, roles=ROLES, trainable: bool = False) -> LoadedModel:
+    """Load saved role adapters from `folder/<role>/` (standard PEFT adapter folders)."""
+    from peft import PeftModel
+
+    folder = Path(folder)
+    missing = [r for r in roles if not (folder / r / "adapter_config.json").is_file()]
+    if missing:
+        raise ModelError(
+            f"No adapter for role(s) {missing} in {folder} (expected {folder}/<role>/adapter_config.json). "
+            "Save them with save_roles(), or pass the folder of a finished iteration."
+        )
+    net = loaded.model
+    for role in roles:
+        if isinstance(net, PeftModel):
+            if role in net.peft_config:
+                net.delete_adapter(role)
+            net.load_adapter(str(folder / role), adapter_name=role, is_trainable=trainable)
+        else:
+            net = PeftModel.from_pretrained(net, str(folder / role), adapter_name=role, is_trainable=trainable)
+    loaded.model = net
+    return loaded
+
+
+def save_roles(loaded: LoadedModel, folder: str | os.PathLike, roles=ROLES) -> Path:
+    """Save each role as a PEFT adapter folder `folder/<role>/` (loadable by PeftModel and vLLM)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    loaded.model.save_pretrained(str(folder), selected_adapters=list(roles))
+    return folder
+
+
+@contextlib.contextmanager
+def use_role(model, role: str | None):
+    """Run a block with one role's adapter active, or the plain base for role None/'base'."""
+    peft_config = getattr(model, "peft_config", None)
+    if role in (None, BASE):
+        if peft_config:
+            with model.disable_adapter():
+                yield model
+        else:
+            yield model
+        return
+    if not peft_config or role not in peft_config:
+        known = sorted(peft_config or {})
+        raise ModelError(f"Unknown role '{role}': this model has adapters {known}. Call add_roles() or load_roles().")
+    previous = model.active_adapter
+    model.set_adapter(role)
+    try:
+        yield model
+    finally:
+        model.set_adapter(previous)
+
+
+def is_4bit(model) -> bool:
+    """True when the model's linear layers are bitsandbytes 4-bit layers."""
+    import bitsandbytes as bnb
+
+    return any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())

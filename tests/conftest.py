@@ -1,0 +1,58 @@
+"""Shared fixtures. Nothing may reach for a hub: the suite runs offline."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from sltk import embedded  # noqa: E402
+from sltk.models import LoadedModel, load_base  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def embedded_dir():
+    """The converted embedded checkpoint (converted on first use)."""
+    return embedded.ensure_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(embedded_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(embedded_dir)
+    tok.padding_side = "left"
+    return tok
+
+
+def tiny_model(tokenizer, seed: int = 0) -> LoadedModel:
+    """A randomly initialised two-layer Llama with the embedded model's vocabulary, for fast unit tests."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config).eval()
+    return LoadedModel(model, tokenizer, "tiny-random-llama", None, torch.float32, "cpu")
+
+
+@pytest.fixture()
+def tiny(tokenizer):
+    return tiny_model(tokenizer)
+
+
+@pytest.fixture(scope="session")
+def smol_bf16(embedded_dir):
+    """The real embedded model, unquantised (bf16 on the CPU)."""
+    return load_base(quantization=None)
+
+
+@pytest.fixture(scope="session")
+def smol_nf4(embedded_dir):
+    """The real embedded model in 4-bit NF4 (QLoRA's base)."""
+    return load_base(quantization="nf4")

@@ -1,0 +1,173 @@
+"""The Hugging Face backend on a tiny random model: batching, refill, sampling, stops, errors."""
+
+import pytest
+import torch
+
+from sltk.backends import (
+    FINISH_REASONS,
+    ChatRequest,
+    HFBackend,
+    PromptError,
+    RepetitionGuard,
+    Sampling,
+    render_prompt,
+)
+from sltk.models import add_roles, lora_config
+
+QUESTIONS = [
+    "Hi",
+    "Write a story about a lighthouse keeper who finds a message in a bottle.",
+    "Explain photosynthesis.",
+    "List three uses of copper and say why each works, in detail, with examples from industry.",
+    "Why is the sky blue?",
+    "Plan a week of meals.",
+    "Describe the water cycle for a ten-year-old, step by step.",
+]
+
+
+def requests(role=None, prefill="", caps=None):
+    caps = caps or [None] * len(QUESTIONS)
+    return [ChatRequest([{"role": "user", "content": q}], prefill=prefill, role=role, id=f"q{i}", max_new_tokens=c)
+            for i, (q, c) in enumerate(zip(QUESTIONS, caps))]
+
+
+GREEDY = Sampling(temperature=0, max_new_tokens=24, stop=(), loop_tokens=0)
+
+
+def test_results_keep_request_order_and_report_counts(tiny):
+    backend = HFBackend(tiny, batch_size=3, show_progress=False)
+    out = backend.generate(requests(), Sampling(max_new_tokens=16), seed=0)
+    assert [c.id for c in out] == [f"q{i}" for i in range(len(QUESTIONS))]
+    for c in out:
+        assert 0 < c.tokens <= 16
+        assert c.finish_reason in FINISH_REASONS
+        assert c.prompt_tokens > 5
+    assert backend.last_stats["tokens"] == sum(c.tokens for c in out)
+
+
+@pytest.mark.parametrize("batch_size", [2, 3, 7])
+def test_refilled_batches_match_one_at_a_time(tiny, batch_size):
+    """Greedy decoding must not depend on which requests share the batch or when they joined."""
+    caps = [30, 7, 19, 3, 24, 11, 16]  # rows leave at different steps, so new ones join mid-flight
+    sequential = HFBackend(tiny, batch_size=1, show_progress=False).generate(requests(caps=caps), GREEDY)
+    batched = HFBackend(tiny, batch_size=batch_size, show_progress=False).generate(requests(caps=caps), GREEDY)
+    assert [c.tokens for c in sequential] == caps
+    assert [c.text for c in batched] == [c.text for c in sequential]
+    assert [c.tokens for c in batched] == [c.tokens for c in sequential]
+
+
+def test_same_seed_same_output_other_seed_differs(tiny):
+    backend = HFBackend(tiny, batch_size=4, show_progress=False)
+    sampling = Sampling(max_new_tokens=20, temperature=1.0, top_p=0.95, top_k=50)
+    a = backend.generate(requests(), sampling, seed=1)
+    b = backend.generate(requests(), sampling, seed=1)
+    c = backend.generate(requests(), sampling, seed=2)
+    assert [x.text for x in a] == [x.text for x in b]
+    assert [x.text for x in a] != [x.text for x in c]
+
+
+def test_token_cap_gives_length_finish(tiny):
+    out = HFBackend(tiny, batch_size=4, show_progress=False).generate(requests(), GREEDY.with_(max_new_tokens=5))
+    assert all(c.tokens <= 5 for c in out)
+    assert any(c.finish_reason == "length" and c.tokens == 5 for c in out)
+
+
+def test_top_k_one_equals_greedy(tiny):
+    backend = HFBackend(tiny, batch_size=4, show_progress=False)
+    greedy = backend.generate(requests(), GREEDY)
+    top1 = backend.generate(requests(), GREEDY.with_(temperature=0.7, top_k=1), seed=5)
+    assert [c.text for c in top1] == [c.text for c in greedy]
+
+
+def test_prefill_is_appended_after_the_assistant_header(tokenizer):
+    req = ChatRequest([{"role": "user", "content": "Tell a story."}], prefill="Once upon a time")
+    prompt = render_prompt(tokenizer, req)
+    assert prompt.endswith("<|im_start|>assistant\nOnce upon a time")
+
+
+def test_prefill_changes_what_is_generated(tiny):
+    backend = HFBackend(tiny, batch_size=4, show_progress=False)
+    plain = backend.generate(requests(), GREEDY)
+    filled = backend.generate(requests(prefill="The answer, in short:"), GREEDY)
+    assert [c.text for c in plain] != [c.text for c in filled]
+    assert all(c.prompt_tokens > p.prompt_tokens for c, p in zip(filled, plain))
+
+
+def test_stop_strings_cut_the_text(tiny, tokenizer):
+    backend = HFBackend(tiny, show_progress=False)
+    tokens = tokenizer("First part.\n\n\nSecond part --- third", add_special_tokens=False)["input_ids"]
+    assert backend._text(tokens, ("---", "\n\n\n")) == "First part."
+    assert backend._text(tokens, ("---",)) == "First part.\n\n\nSecond part "
+    assert backend._text(tokens, ()) == "First part.\n\n\nSecond part --- third"
+    assert backend._hit_stop(tokens, ("---",))
+    assert not backend._hit_stop(tokens, ("###",))
+
+
+def test_roles_per_request_use_their_adapter(tokenizer):
+    from conftest import tiny_model
+
+    loaded = add_roles(tiny_model(tokenizer), lora_config(r=4, alpha=64, init_lora_weights=False))
+    backend = HFBackend(loaded, batch_size=4, show_progress=False)
+    mixed = requests(role="generator")[:3] + requests(role="extender")[:3] + requests()[:3]
+    out = backend.generate(mixed, GREEDY)
+    gen, ext, base = out[:3], out[3:6], out[6:]
+    assert [c.text for c in gen] != [c.text for c in ext]
+    assert [c.text for c in gen] != [c.text for c in base]
+    alone = backend.generate(requests(role="extender")[:3], GREEDY)
+    assert [c.text for c in alone] == [c.text for c in ext]
+
+
+def test_empty_and_malformed_requests_are_refused(tiny):
+    backend = HFBackend(tiny, show_progress=False)
+    with pytest.raises(PromptError, match="no messages"):
+        backend.generate([ChatRequest([])])
+    with pytest.raises(PromptError, match="empty user message"):
+        backend.generate([ChatRequest([{"role": "user", "content": "   "}], id="x")])
+    with pytest.raises(PromptError, match="'role' and 'content'"):
+        backend.generate([ChatRequest([{"text": "hi"}])])
+
+
+def test_over_long_prompt_is_refused_before_any_work(tiny):
+    backend = HFBackend(tiny, show_progress=False)  # the tiny model's context is 512 tokens
+    long = ChatRequest([{"role": "user", "content": "word " * 600}], id="long")
+    with pytest.raises(PromptError, match="long.*context of 512"):
+        backend.generate(requests() + [long])
+
+
+def test_generation_is_capped_by_the_context(tiny):
+    near = ChatRequest([{"role": "user", "content": "word " * 480}])
+    out = HFBackend(tiny, show_progress=False).generate([near], GREEDY.with_(max_new_tokens=400))
+    assert out[0].prompt_tokens + out[0].tokens <= 512
+    assert out[0].finish_reason == "length"
+
+
+def test_repetition_guard_fires_on_loops_only():
+    loop = RepetitionGuard(n=4, limit=8)
+    seq = []
+    fired_at = None
+    for i in range(60):
+        seq.append([1, 2, 3, 4, 5][i % 5])
+        if loop.add(seq):
+            fired_at = len(seq)
+            break
+    # the first repeated 4-gram ends at token 9 (period 5); eight repeats later it fires
+    assert fired_at == 9 + 7
+    fresh = RepetitionGuard(n=4, limit=8)
+    assert not any(fresh.add(list(range(k + 1))) for k in range(200))
+    off = RepetitionGuard(n=4, limit=0)
+    assert not any(off.add([7] * (k + 1)) for k in range(50))
+
+
+def test_sampling_is_a_frozen_copyable_value():
+    s = Sampling()
+    assert (s.temperature, s.top_p, s.top_k, s.repetition_penalty, s.max_new_tokens) == (0.7, 0.8, 20, 1.1, 16384)
+    assert s.stop == ("---", "\n---", "\n\n---", "\n\n\n")
+    t = s.with_(max_new_tokens=10)
+    assert t.max_new_tokens == 10 and s.max_new_tokens == 16384
+    with pytest.raises(Exception):
+        s.temperature = 1.0  # type: ignore[misc]
+
+
+def test_no_grad_state_leaks(tiny):
+    HFBackend(tiny, show_progress=False).generate(requests()[:2], GREEDY)
+    assert torch.is_grad_enabled()
