@@ -52,6 +52,40 @@ def _demo(args) -> int:
     return 0
 
 
+def _parse_value(raw: str):
+    """A --set value: YAML scalars and lists (numbers, true/false, null, [a, b])."""
+    import yaml
+
+    return yaml.safe_load(raw)
+
+
+def _run(args) -> int:
+    from .analysis import markdown
+    from .config import Config, preset
+    from .pipeline import Pipeline
+
+    changes = {}
+    for item in args.set or []:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=3e-4")
+        key, raw = item.split("=", 1)
+        changes[key.strip()] = _parse_value(raw)
+    folder = Path(args.runs_dir) / args.name
+    if args.config:
+        config = Config.load(args.config)
+    elif (folder / "config.yaml").exists() and not args.preset_given:
+        config = Config.load(folder / "config.yaml")
+    else:
+        config = preset(args.preset, name=args.name, **changes)
+    start = time.perf_counter()
+    pipeline = Pipeline(config, folder)
+    pipeline.run()
+    table = pipeline.evaluate()
+    print(f"\nrun {folder} finished in {time.perf_counter() - start:.0f} s\n")
+    print(markdown(table))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sltk", description="Self-Lengthen toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -70,7 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_demo)
 
+    p = sub.add_parser("run", help="run the Self-Lengthen loop (resumes a run folder that exists)")
+    p.add_argument("--preset", default="cpu-demo", help="smoke, cpu-demo, colab-t4, a100 or paper")
+    p.add_argument("--name", default="demo", help="run name: the folder under --runs-dir")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--config", help="a config.yaml to use instead of a preset")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change one setting, e.g. train.lr=3e-4")
+    p.set_defaults(func=_run)
+
     args = parser.parse_args(argv)
+    args.preset_given = any(a.startswith("--preset") for a in (argv if argv is not None else sys.argv[1:]))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         return args.func(args)

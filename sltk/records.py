@@ -1,4 +1,4 @@
-"""JSONL records: read with errors that name the file and line, append safely."""
+"""JSONL records: read with errors that name the file and line, append safely, write atomically."""
 
 from __future__ import annotations
 
@@ -7,11 +7,17 @@ import os
 from pathlib import Path
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read one JSON object per line; a bad line raises ValueError naming the file and the line."""
+def read_jsonl(path: str | os.PathLike, repair_tail: bool = False) -> list[dict]:
+    """Read one JSON object per line; a bad line raises ValueError naming the file and the line.
+
+    With `repair_tail`, a last line cut short by a killed writer (no newline at its end) is
+    removed from the file instead: it was never complete, so nothing is lost.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; check the path.")
+    if repair_tail:
+        _drop_torn_tail(path)
     records = []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
@@ -27,6 +33,13 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return records
 
 
+def _drop_torn_tail(path: Path) -> None:
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
 def append_jsonl(path: str | os.PathLike, records) -> None:
     """Append records, one JSON object per line, flushed to disk."""
     path = Path(path)
@@ -36,3 +49,23 @@ def append_jsonl(path: str | os.PathLike, records) -> None:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_json(path: str | os.PathLike, data) -> None:
+    """Write JSON atomically (temp file, then rename), so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: str | os.PathLike, records) -> None:
+    """Write a whole JSONL file atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,120 @@
+"""Length statistics and tables of a run (pandas)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from . import records, text
+
+
+def describe(values: list[float]) -> dict:
+    """n, mean, median, p90, min and max of a list of numbers (zeros when empty)."""
+    if not values:
+        return {"n": 0, "mean": 0.0, "median": 0.0, "p90": 0.0, "min": 0, "max": 0}
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+    return {"n": len(values), "mean": round(statistics.fmean(values), 1), "median": statistics.median(values),
+            "p90": p90, "min": ordered[0], "max": ordered[-1]}
+
+
+def _read(path: Path) -> list[dict]:
+    return records.read_jsonl(path) if path.exists() else []
+
+
+def _filter_report(rows: list[dict]) -> dict:
+    """Per filter: how many tries it rejected, and the pass rate over all tries."""
+    tries = sum(r.get("tries", 1) for r in rows)
+    rejected: dict[str, int] = {}
+    for r in rows:
+        for name, n in r.get("rejected", {}).items():
+            rejected[name] = rejected.get(name, 0) + n
+    return {"tries": tries, "rejected": rejected,
+            "pass_rate": {name: round(1 - n / tries, 3) for name, n in rejected.items()} if tries else {}}
+
+
+def iteration_stats(pipeline, k: int) -> dict:
+    """Counts in and out of every step, filter pass rates, lengths, growth and times of iteration k."""
+    d = pipeline.dir(k)
+    queries = _read(d / "queries.jsonl")
+    qstats = json.loads((d / "queries.stats.json").read_text()) if (d / "queries.stats.json").exists() else {}
+    rounds = qstats.get("by_round", [])
+    judged = sum(r["judged"] for r in rounds)
+    drafts, extended = _read(d / "drafts.jsonl"), _read(d / "extended.jsonl")
+    ok_drafts = [r for r in drafts if r["ok"]]
+    ok_ext = [r for r in extended if r["ok"]]
+    steps = {key.split("/", 1)[1]: v.get("seconds") for key, v in pipeline.manifest["steps"].items()
+             if key.startswith(f"iter_{k}/")}
+    micro = [m for r in extended for m in r.get("rounds", [])]
+    return {
+        "iteration": k,
+        "queries": {
+            "accepted": len(queries),
+            "candidates": sum(r["candidates"] for r in rounds),
+            "rejected_bounds": sum(r["bounds"] for r in rounds),
+            "rejected_empty": sum(r["empty"] for r in rounds),
+            "rejected_duplicates": sum(r["duplicates"] for r in rounds),
+            "judged": judged,
+            "judge_yes_rate": round(sum(r["judged_yes"] for r in rounds) / judged, 3) if judged else None,
+            "judge_unclear": sum(r["judge_unclear"] for r in rounds),
+        },
+        "drafts": {
+            "items": len(drafts), "ok": len(ok_drafts), **_filter_report(drafts),
+            "words": describe([r["words"] for r in ok_drafts]),
+            "tokens": describe([r["tokens"] for r in ok_drafts]),
+        },
+        "extension": {
+            "attempts": len(extended), "ok": len(ok_ext),
+            "acceptance_rate": round(len(ok_ext) / len(extended), 3) if extended else None,
+            "micro_rounds": len(micro),
+            "micro_round_acceptance": round(sum(m["accepted"] for m in micro) / len(micro), 3) if micro else None,
+            "micro_round_failures": _count(f for m in micro for f in m["failed"]),
+            "words": describe([r["words"] for r in ok_ext]),
+            "draft_words": describe([r["draft_words"] for r in ok_ext]),
+            "growth": describe([round(r["growth"], 3) for r in ok_ext]),
+            **_filter_report(extended),
+        },
+        "sft_records": len(_read(d / "sft_generator.jsonl")),
+        "seconds": steps,
+    }
+
+
+def _count(items) -> dict:
+    out: dict[str, int] = {}
+    for item in items:
+        out[item] = out.get(item, 0) + 1
+    return out
+
+
+def length_row(name: str, outputs: list[dict], cap: int) -> dict:
+    """One row of the growth table from generated outputs ({"text", "tokens", "finish"})."""
+    words = [text.count_words(o["text"]) for o in outputs]
+    n = max(len(outputs), 1)
+    d = describe(words)
+    return {
+        "model": name, "n": d["n"], "mean": d["mean"], "median": d["median"], "p90": d["p90"],
+        "cap_hit": round(sum(o["finish"] == "length" or o["tokens"] >= cap for o in outputs) / n, 3),
+        "repetition_fail": round(sum(o["finish"] == "repetition" or text.has_repeated_ngram(o["text"])
+                                     for o in outputs) / n, 3),
+        "ending_fail": round(sum(not text.ends_properly(o["text"]) for o in outputs) / n, 3),
+    }
+
+
+def growth_table(rows: list[dict]):
+    """The rows as a DataFrame, with each model's mean and median as a multiple of the first row's."""
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    if len(table):
+        table["mean_x"] = (table["mean"] / max(table["mean"].iloc[0], 1e-9)).round(2)
+        table["median_x"] = (table["median"] / max(table["median"].iloc[0], 1e-9)).round(2)
+    return table
+
+
+def markdown(table) -> str:
+    """A DataFrame as a GitHub markdown table."""
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,231 @@
+"""One typed configuration for a Self-Lengthen run, with the upstream values as defaults, and presets.
+
+Every number of the method is a field here; a preset only changes fields. A run folder keeps the
+resolved configuration in `config.yaml`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .backends import Sampling
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+@dataclass
+class QueryConfig:
+    """Self-instruct query synthesis (METHOD 1.2.1)."""
+
+    per_iteration: int = 5000
+    examples: int = 2  # seeds shown in the pre-filled list
+    max_tries: int = 10  # per slot
+    min_words: int = 3  # accepted when min_words < words < max_words
+    max_words: int = 500
+    judge: bool = True  # the base model's yes/no suitability check
+    near_duplicate: float = 0.6  # word-trigram Jaccard similarity counted as a duplicate
+    grow_seed_pool: bool = False  # add accepted queries to the pool of examples
+    max_new_tokens: int = 256
+
+
+@dataclass
+class DraftConfig:
+    """Drafts by the Generator (METHOD 1.2.2)."""
+
+    per_query: int = 2
+    max_tries: int = 20
+
+
+@dataclass
+class ExtendConfig:
+    """Two-stage extension with micro-rounds (METHOD 1.2.4)."""
+
+    attempts: int = 2  # independent attempts per kept draft
+    micro_rounds: int = 3
+    min_growth: float = 1.2  # an attempt succeeds when words(best) > min_growth * words(draft)
+    max_tries: int = 20
+    keep_fraction: float = 2 / 3  # of stage 1's paragraphs kept before stage 2
+
+
+@dataclass
+class LoraSettings:
+    """LoRA of both roles (METHOD 1.2.6)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: str = "all-linear"
+
+
+@dataclass
+class TrainSettings:
+    """SFT of each role (METHOD 1.2.6): cosine schedule, 10% warm-up, batch 1, token-mean loss."""
+
+    epochs: float = 4
+    lr: float = 1e-4
+    warmup_ratio: float = 0.1
+    batch_size: int = 1
+    grad_accum: int = 1
+    max_seq_len: int = 16384
+    gradient_checkpointing: bool = True
+    line_keep_prob: float = 0.8  # random line removal in the Extender's input
+
+
+@dataclass
+class FinalConfig:
+    """The final long-output dataset (METHOD 1.6)."""
+
+    harvest_per_query: int = 2
+    min_words: int = 2000
+    max_words: int = 8000
+
+
+@dataclass
+class EvalConfig:
+    """Held-out length check: base model vs each iteration's Generator."""
+
+    prompts: int = 0  # 0 = all held-out prompts
+    max_new_tokens: int = 2048
+
+
+@dataclass
+class Config:
+    """Everything a run needs; presets change fields of it."""
+
+    name: str = "run"
+    model: str = "embedded"
+    quantization: str | None = "nf4"
+    dtype: str | None = None
+    device: str | None = None
+    iterations: int = 3
+    seed: int = 0
+    languages: tuple[str, ...] = ("en", "zh")
+    seeds: tuple[str, ...] = (str(DATA / "seed_en.jsonl"), str(DATA / "seed_zh.jsonl"))
+    held_out: tuple[str, ...] = (str(DATA / "eval_en.jsonl"),)
+    batch_size: int = 32
+    chunk: int = 128  # work items per generation call; a killed run redoes at most one chunk
+    sampling: Sampling = field(default_factory=Sampling)
+    queries: QueryConfig = field(default_factory=QueryConfig)
+    drafts: DraftConfig = field(default_factory=DraftConfig)
+    extend: ExtendConfig = field(default_factory=ExtendConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    final: FinalConfig = field(default_factory=FinalConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Config":
+        return _build(cls, data, "config")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _build(cls, data: dict, where: str):
+    """Build dataclass `cls` from a nested dict, refusing unknown keys with their dotted name."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown setting(s) {unknown}; valid: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(cls(), name) if name in fields else None
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, f"{where}.{name}")
+        elif isinstance(default, tuple):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def merge(config: Config, changes: dict) -> Config:
+    """A copy of `config` with nested `changes` applied (dotted keys like 'train.lr' work too)."""
+    data = config.to_dict()
+    for key, value in changes.items():
+        target = data
+        *parents, last = key.split(".")
+        for p in parents:
+            target = target.setdefault(p, {})
+        if isinstance(value, dict) and isinstance(target.get(last), dict):
+            target[last] = {**target[last], **value}
+        else:
+            target[last] = value
+    return Config.from_dict(data)
+
+
+# Each preset lists only what differs from the upstream defaults.
+PRESETS: dict[str, dict] = {
+    # Seconds: the test suite's whole-loop run on the embedded model.
+    "smoke": {
+        "iterations": 2, "languages": ["en"], "seeds": [str(DATA / "seed_en.jsonl")], "batch_size": 8,
+        "chunk": 16, "quantization": None,
+        "sampling": {"max_new_tokens": 96},
+        "queries": {"per_iteration": 4, "max_tries": 2, "max_new_tokens": 64},
+        "drafts": {"per_query": 1, "max_tries": 2},
+        "extend": {"attempts": 1, "micro_rounds": 1, "max_tries": 1, "min_growth": 1.0},
+        "lora": {"r": 4, "alpha": 8},
+        "train": {"epochs": 1, "lr": 5e-4, "max_seq_len": 512},
+        "final": {"harvest_per_query": 1, "min_words": 1, "max_words": 100000},
+        "eval": {"prompts": 2, "max_new_tokens": 64},
+    },
+    # The README's main command: minutes on a 2-core CPU with the embedded model.
+    "cpu-demo": {
+        "iterations": 2, "languages": ["en"], "seeds": [str(DATA / "seed_en.jsonl")], "batch_size": 32,
+        "chunk": 64, "quantization": None,
+        "sampling": {"max_new_tokens": 1536},
+        "queries": {"per_iteration": 32, "max_tries": 3, "max_new_tokens": 96},
+        "drafts": {"per_query": 1, "max_tries": 3},
+        "extend": {"attempts": 1, "micro_rounds": 1, "max_tries": 2},
+        "lora": {"r": 32, "alpha": 64},
+        "train": {"epochs": 6, "lr": 5e-4, "max_seq_len": 3072, "batch_size": 4},
+        "final": {"harvest_per_query": 1, "min_words": 300, "max_words": 3000},
+        "eval": {"prompts": 24, "max_new_tokens": 2048},
+    },
+    # A 7-8B model in 4-bit on a 16 GB T4 (fp16 compute): see benchmarks/memory.md for the estimate.
+    "colab-t4": {
+        "quantization": "nf4", "dtype": "float16", "batch_size": 8, "chunk": 64,
+        "sampling": {"max_new_tokens": 4096},
+        "queries": {"per_iteration": 200},
+        "train": {"max_seq_len": 6144},
+        "final": {"min_words": 1000, "max_words": 8000},
+    },
+    # bf16 compute on an A100/H100 (40-80 GB): longer outputs, bigger batches.
+    "a100": {
+        "quantization": "nf4", "dtype": "bfloat16", "batch_size": 32, "chunk": 256,
+        "sampling": {"max_new_tokens": 8192},
+        "queries": {"per_iteration": 1000},
+        "train": {"max_seq_len": 12288},
+    },
+    # The upstream scale; meant for a served backend.
+    "paper": {},
+}
+
+
+def preset(name: str, **changes) -> Config:
+    """The configuration of a named preset, with optional changes (dotted keys allowed)."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset '{name}'; choose one of {sorted(PRESETS)}.")
+    config = merge(Config(name=name), PRESETS[name])
+    return merge(config, changes) if changes else config

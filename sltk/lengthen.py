@@ -1,0 +1,105 @@
+"""Drafts, length-biased selection and the two-stage extension with micro-rounds (METHOD 1.2.2-1.2.4).
+
+Each function works on a batch of work items so the backend can keep its batch full; the
+pipeline feeds it chunks and writes what comes back.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from . import prompts, text
+from .backends import ChatRequest, Sampling
+from .config import ExtendConfig
+
+
+def draft_round(backend, items: list[dict], role: str | None, sampling: Sampling, seed: int) -> list[dict]:
+    """One try at a draft for each item ({"id", "query", "lang"}): the raw query as the user message.
+
+    Returns one outcome per item: the text, its word count, token count, finish reason and the
+    names of the failed filters (empty when the draft is usable).
+    """
+    reqs = [ChatRequest([{"role": "user", "content": it["query"]}], role=role, id=it["id"]) for it in items]
+    outs = backend.generate(reqs, sampling, seed=seed, desc="drafts")
+    return [_outcome(o.text, it["lang"], o.tokens, o.finish_reason) for it, o in zip(items, outs)]
+
+
+def _outcome(body: str, lang: str, tokens: int, finish: str) -> dict:
+    failed = text.check_filters(body, lang) if body.strip() else ["empty"]
+    if finish == "repetition" and "repetition" not in failed:
+        failed.append("repetition")
+    return {"text": body, "words": text.count_words(body), "tokens": tokens, "finish": finish, "failed": failed}
+
+
+def select_by_length(records: list[dict], rng: random.Random) -> list[dict]:
+    """Length-biased sampling by word count: short texts are dropped more often (METHOD 1.2.3)."""
+    ordered = sorted(records, key=lambda r: r["id"])  # independent of the order records were written
+    kept = text.length_biased_sample([r["words"] for r in ordered], rng)
+    return [ordered[i] for i in kept]
+
+
+@dataclass
+class Attempt:
+    """The state of one extension attempt across its micro-rounds."""
+
+    item: dict
+    cur: str
+    best: str
+    rounds: list = field(default_factory=list)
+
+
+def extension_round(
+    backend, items: list[dict], role: str | None, cfg: ExtendConfig, sampling: Sampling, seed: int
+) -> list[dict]:
+    """One try of an extension attempt for each item ({"id", "query", "lang", "text"}: the draft).
+
+    Up to `cfg.micro_rounds` micro-rounds, batched across items. In each: stage 1 extends the
+    first half of the current text; its first two thirds are kept and pre-filled into stage 2,
+    which sees the whole current text and continues. The candidate replaces the current text
+    when it passes the filters and is longer than the best so far.
+    """
+    attempts = [Attempt(it, it["text"], it["text"]) for it in items]
+    for r in range(cfg.micro_rounds):
+        live = [a for a in attempts if text.first_half(a.cur).strip()]
+        if not live:
+            break
+        stage1 = [
+            ChatRequest([{"role": "user", "content": prompts.extension_prompt(a.item["query"], text.first_half(a.cur),
+                                                                            a.item["lang"])}], role=role)
+            for a in live
+        ]
+        outs1 = backend.generate(stage1, sampling, seed=seed + 2 * r, desc=f"extend {r + 1}/{cfg.micro_rounds} stage 1")
+        kept = [keep_fraction(o.text, cfg.keep_fraction) for o in outs1]
+        stage2 = [
+            ChatRequest([{"role": "user", "content": prompts.extension_prompt(a.item["query"], a.cur, a.item["lang"])}],
+                        prefill=k + "\n\n" if k else "", role=role)
+            for a, k in zip(live, kept)
+        ]
+        outs2 = backend.generate(stage2, sampling, seed=seed + 2 * r + 1,
+                                 desc=f"extend {r + 1}/{cfg.micro_rounds} stage 2")
+        for a, k, o1, o2 in zip(live, kept, outs1, outs2):
+            candidate = (k + "\n\n" + o2.text.lstrip("\n") if k else o2.text).strip()
+            failed = _outcome(candidate, a.item["lang"], o2.tokens, o2.finish_reason)["failed"]
+            words, best_words = text.count_words(candidate), text.count_words(a.best)
+            accepted = not failed and words > best_words
+            a.rounds.append({"stage1_words": text.count_words(o1.text), "kept_words": text.count_words(k),
+                             "candidate_words": words, "failed": failed, "accepted": accepted})
+            if accepted:
+                a.cur = a.best = candidate
+    results = []
+    for a in attempts:
+        draft_words = text.count_words(a.item["text"])
+        best_words = text.count_words(a.best)
+        results.append({
+            "text": a.best, "words": best_words, "draft_words": draft_words,
+            "growth": best_words / max(draft_words, 1), "rounds": a.rounds,
+            "ok": best_words > cfg.min_growth * draft_words,
+        })
+    return results
+
+
+def keep_fraction(body: str, fraction: float) -> str:
+    """The first ⌊fraction·n⌋ units (paragraphs, or lines when there are few) of a text."""
+    units, sep = text.split_units_with_sep(body)
+    return text.join_units(units[: int(fraction * len(units) + 1e-9)], sep)

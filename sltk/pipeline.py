@@ -1,0 +1,363 @@
+"""The Self-Lengthen loop over a run folder, as resumable steps.
+
+    runs/<name>/config.yaml            the resolved configuration, written once
+    runs/<name>/manifest.json          which steps are complete (rewritten atomically)
+    runs/<name>/iter_<k>/queries.jsonl, drafts.jsonl, extended.jsonl,
+                        sft_generator.jsonl, sft_extender.jsonl, adapters/<role>/, stats.json
+    runs/<name>/final/dataset.jsonl    LongWriter-6k style `messages` records
+    runs/<name>/eval/                  held-out lengths of the base model and each Generator
+
+Every step appends records with stable ids and skips the ids already written, so a killed run
+started again finishes with nothing lost or written twice. A step is complete when the
+manifest says so.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+from . import lengthen, records, sft, text
+from .config import Config
+from .models import ROLES, LoadedModel, add_roles, load_base, load_roles, lora_config
+from .queries import Deduper, synthesize_round
+
+
+def _rng(*parts) -> random.Random:
+    return random.Random("-".join(map(str, parts)))
+
+
+def _seed(*parts) -> int:
+    return _rng(*parts).randrange(2**31)
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class Pipeline:
+    """One run: its folder, configuration, manifest and (lazily) the model with both roles."""
+
+    def __init__(self, config: Config, folder: str | Path, loaded: LoadedModel | None = None, progress: bool = True):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        saved = self.folder / "config.yaml"
+        if saved.exists():
+            previous = Config.load(saved)
+            if previous.to_dict() != config.to_dict():
+                diff = sorted(k for k, v in _flat(config.to_dict()).items() if _flat(previous.to_dict()).get(k) != v)
+                raise ValueError(
+                    f"{self.folder} was started with another configuration (differs in {diff}). "
+                    "Resume it with the same settings, or choose another run name."
+                )
+        else:
+            config.save(saved)
+        self.config = config
+        self.progress = progress
+        self._loaded = loaded
+        self._backend = None
+        self._adapters_of: int | None = None  # iteration whose adapters are loaded (0 = fresh)
+        manifest = self.folder / "manifest.json"
+        self.manifest = json.loads(manifest.read_text()) if manifest.exists() else {"steps": {}}
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def done(self, key: str) -> bool:
+        return key in self.manifest["steps"]
+
+    def mark(self, key: str, **info) -> None:
+        self.manifest["steps"][key] = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
+        records.write_json(self.folder / "manifest.json", self.manifest)
+
+    def dir(self, k: int) -> Path:
+        return self.folder / f"iter_{k}"
+
+    # -- model --------------------------------------------------------------------------------
+    @property
+    def loaded(self) -> LoadedModel:
+        if self._loaded is None:
+            c = self.config
+            self._loaded = load_base(c.model, quantization=c.quantization, dtype=c.dtype, device=c.device)
+        return self._loaded
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            from .backends import HFBackend
+
+            self._backend = HFBackend(self.loaded, batch_size=self.config.batch_size, show_progress=self.progress)
+        return self._backend
+
+    def roles_of(self, k: int) -> None:
+        """Make the loaded roles those trained in iteration k (0: fresh adapters)."""
+        if self._adapters_of == k:
+            return
+        lora = lora_config(**vars(self.config.lora))
+        if k == 0:
+            add_roles(self.loaded, lora)
+        else:
+            if not getattr(self.loaded.model, "peft_config", None):
+                add_roles(self.loaded, lora)
+            load_roles(self.loaded, self.dir(k) / "adapters", trainable=True)
+        self._adapters_of = k
+
+    @staticmethod
+    def role(k: int, name: str) -> str | None:
+        """In iteration 1 both roles are the plain base model; later, the previous iteration's adapter."""
+        return name if k > 1 else None
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self) -> Path:
+        for k in range(1, self.config.iterations + 1):
+            self.iteration(k)
+        self.final()
+        self.evaluate()
+        return self.folder
+
+    def iteration(self, k: int) -> dict:
+        self.queries(k)
+        self.drafts(k)
+        self.extend(k)
+        self.sft(k)
+        for role in ROLES:
+            self.train(k, role)
+        return self.stats(k)
+
+    def _timed(self, key: str, fn):
+        if self.done(key):
+            return None
+        start = time.perf_counter()
+        info = fn() or {}
+        self.mark(key, seconds=round(time.perf_counter() - start, 1), **info)
+        return info
+
+    # -- step 1: queries ----------------------------------------------------------------------
+    def queries(self, k: int) -> None:
+        self._timed(f"iter_{k}/queries", lambda: self._queries(k))
+
+    def _queries(self, k: int) -> dict:
+        c, q = self.config, self.config.queries
+        path, stats_path = self.dir(k) / "queries.jsonl", self.dir(k) / "queries.stats.json"
+        have = records.read_jsonl(path, repair_tail=True) if path.exists() else []
+        stats = json.loads(stats_path.read_text()) if stats_path.exists() else {"rounds": 0, "by_round": []}
+        seeds = [r for f in c.seeds for r in records.read_jsonl(f)]
+        dedup = Deduper(q.near_duplicate)
+        for r in seeds + [r for f in c.held_out for r in records.read_jsonl(f)] + self._all_queries(k) + have:
+            dedup.add(r["query"])
+        per_lang = {lang: q.per_iteration // len(c.languages) + (i < q.per_iteration % len(c.languages))
+                    for i, lang in enumerate(c.languages)}
+        while stats["rounds"] < q.max_tries:
+            counts = {lang: sum(r["lang"] == lang for r in have) for lang in c.languages}
+            open_slots = {lang: per_lang[lang] - counts[lang] for lang in c.languages if counts[lang] < per_lang[lang]}
+            if not open_slots:
+                break
+            for lang, slots in open_slots.items():
+                pool = [s["query"] for s in seeds if s.get("lang", "en") == lang]
+                if q.grow_seed_pool:
+                    pool += [r["query"] for r in self._all_queries(k) + have if r["lang"] == lang]
+                for i, chunk in enumerate(_chunks(list(range(slots)), c.chunk)):
+                    tag = (c.seed, k, "queries", lang, stats["rounds"], i)
+                    accepted, rs = synthesize_round(self.backend, pool, len(chunk), lang, q, c.sampling, dedup,
+                                                    _rng(*tag), _seed(*tag))
+                    new = [{"id": f"i{k}-{lang}-q{counts[lang] + j:05d}", "lang": lang, "query": text_}
+                           for j, text_ in enumerate(accepted)]
+                    records.append_jsonl(path, new)
+                    have += new
+                    counts[lang] += len(new)
+                    stats["by_round"].append({"round": stats["rounds"], "lang": lang, **rs})
+                    records.write_json(stats_path, stats)
+            stats["rounds"] += 1
+            records.write_json(stats_path, stats)
+        return {"records": len(have)}
+
+    def _all_queries(self, k: int) -> list[dict]:
+        """Queries of the iterations before k."""
+        out = []
+        for j in range(1, k):
+            p = self.dir(j) / "queries.jsonl"
+            if p.exists():
+                out += records.read_jsonl(p)
+        return out
+
+    # -- step 2: drafts -----------------------------------------------------------------------
+    def drafts(self, k: int) -> None:
+        def run():
+            qs = records.read_jsonl(self.dir(k) / "queries.jsonl")
+            items = [{"id": f"{r['id']}-d{j}", "query_id": r["id"], "query": r["query"], "lang": r["lang"]}
+                     for r in qs for j in range(self.config.drafts.per_query)]
+            if k > 1:
+                self.roles_of(k - 1)
+            return self._retrying(items, self.dir(k) / "drafts.jsonl", self.config.drafts.max_tries,
+                                  lambda chunk, seed: lengthen.draft_round(self.backend, chunk, self.role(k, "generator"),
+                                                                            self.config.sampling, seed),
+                                  tag=(k, "drafts"))
+        self._timed(f"iter_{k}/drafts", run)
+
+    def _retrying(self, items: list[dict], path: Path, max_tries: int, attempt, tag) -> dict:
+        """Run `attempt` on chunks of items until each succeeds or runs out of tries; append outcomes.
+
+        An outcome is final when it passes (no failed filter / `ok`) or when its tries are used
+        up; only final outcomes are written, so a resumed run redoes at most one chunk.
+        """
+        done = {r["id"] for r in records.read_jsonl(path, repair_tail=True)} if path.exists() else set()
+        pending = [it for it in items if it["id"] not in done]
+        tries: dict[str, int] = {}
+        rejected: dict[str, dict] = {}
+        round_ = 0
+        while pending:
+            retry = []
+            for i, chunk in enumerate(_chunks(pending, self.config.chunk)):
+                outs = attempt(chunk, _seed(self.config.seed, *tag, round_, i))
+                final = []
+                for it, out in zip(chunk, outs):
+                    tries[it["id"]] = tries.get(it["id"], 0) + 1
+                    failed = out.get("failed") or ([] if out.get("ok", True) else ["growth"])
+                    for f in failed:
+                        rejected.setdefault(it["id"], {}).setdefault(f, 0)
+                        rejected[it["id"]][f] += 1
+                    if not failed or tries[it["id"]] >= max_tries:
+                        final.append({**it, **out, "ok": not failed, "tries": tries[it["id"]],
+                                      "rejected": rejected.get(it["id"], {})})
+                    else:
+                        retry.append(it)
+                records.append_jsonl(path, final)
+            pending, round_ = retry, round_ + 1
+        return {"records": len(items)}
+
+    # -- step 3 and 4: selection and extension ------------------------------------------------
+    def extend(self, k: int) -> None:
+        def run():
+            drafts = [r for r in records.read_jsonl(self.dir(k) / "drafts.jsonl") if r["ok"]]
+            kept = lengthen.select_by_length(drafts, _rng(self.config.seed, k, "select-drafts"))
+            e = self.config.extend
+            items = [{"id": f"{d['id']}-e{a}", "draft_id": d["id"], "query_id": d["query_id"], "query": d["query"],
+                      "lang": d["lang"], "draft": d["text"]} for d in kept for a in range(e.attempts)]
+            if k > 1:
+                self.roles_of(k - 1)
+
+            def attempt(chunk, seed):
+                outs = lengthen.extension_round(self.backend, [{**it, "text": it["draft"]} for it in chunk],
+                                                self.role(k, "extender"), e, self.config.sampling, seed)
+                return outs
+            info = self._retrying(items, self.dir(k) / "extended.jsonl", e.max_tries, attempt, tag=(k, "extend"))
+            return {**info, "drafts_ok": len(drafts), "drafts_kept": len(kept)}
+        self._timed(f"iter_{k}/extended", run)
+
+    # -- step 5: SFT records ------------------------------------------------------------------
+    def sft(self, k: int) -> None:
+        def run():
+            ext = [r for r in records.read_jsonl(self.dir(k) / "extended.jsonl") if r["ok"]]
+            kept = lengthen.select_by_length(ext, _rng(self.config.seed, k, "select-extended"))
+            rng = _rng(self.config.seed, k, "line-removal")
+            gen = [sft.generator_record(r["query"], r["text"], id=r["id"]) for r in kept]
+            extd = [sft.extender_record(r["query"], r["draft"], r["text"], r["lang"], rng,
+                                        keep_prob=self.config.train.line_keep_prob, id=r["id"]) for r in kept]
+            records.write_jsonl(self.dir(k) / "sft_generator.jsonl", gen)
+            records.write_jsonl(self.dir(k) / "sft_extender.jsonl", extd)
+            return {"extended_ok": len(ext), "records": len(kept)}
+        self._timed(f"iter_{k}/sft", run)
+
+    # -- step 6: training ---------------------------------------------------------------------
+    def train(self, k: int, role: str) -> None:
+        def run():
+            from .train import TrainConfig, train_role
+
+            self.roles_of(k - 1)
+            data = records.read_jsonl(self.dir(k) / f"sft_{role}.jsonl")
+            t = self.config.train
+            cfg = TrainConfig(epochs=t.epochs, lr=t.lr, warmup_ratio=t.warmup_ratio, batch_size=t.batch_size,
+                              grad_accum=t.grad_accum, max_seq_len=t.max_seq_len,
+                              gradient_checkpointing=t.gradient_checkpointing, seed=self.config.seed + k)
+            result = train_role(self.loaded, role, data, self.dir(k) / "adapters" / role, cfg,
+                                resume=True, progress=self.progress)
+            return {"records": len(data), "final_loss": result.get("final_loss")}
+        self._timed(f"iter_{k}/train_{role}", run)
+        if all(self.done(f"iter_{k}/train_{r}") for r in ROLES):
+            self._adapters_of = None  # the next use reloads both roles from iteration k's folder
+
+    # -- statistics ---------------------------------------------------------------------------
+    def stats(self, k: int) -> dict:
+        from .analysis import iteration_stats
+
+        result = iteration_stats(self, k)
+        records.write_json(self.dir(k) / "stats.json", result)
+        return result
+
+    # -- after the last iteration -------------------------------------------------------------
+    def final(self) -> Path:
+        K, c = self.config.iterations, self.config
+        out = self.folder / "final"
+
+        def harvest():
+            self.roles_of(K)
+            qs = records.read_jsonl(self.dir(K) / "queries.jsonl")
+            items = [{"id": f"{r['id']}-h{j}", "query_id": r["id"], "query": r["query"], "lang": r["lang"]}
+                     for r in qs for j in range(c.final.harvest_per_query)]
+            return self._retrying(items, out / "harvest.jsonl", c.drafts.max_tries,
+                                  lambda chunk, seed: lengthen.draft_round(self.backend, chunk, "generator",
+                                                                            c.sampling, seed), tag=("harvest",))
+
+        def dataset():
+            pool = []
+            for j in range(1, K + 1):
+                pool += records.read_jsonl(self.dir(j) / "drafts.jsonl") + records.read_jsonl(self.dir(j) / "extended.jsonl")
+            pool += records.read_jsonl(out / "harvest.jsonl")
+            pool = [r for r in pool if r["ok"]]
+            final = sft.final_records(pool, c.final.min_words, c.final.max_words, _rng(c.seed, "final"))
+            sft.write_jsonl(final, out / "dataset.jsonl")
+            sft.save_hf_dataset(final, out / "hf_dataset")
+            return {"pool": len(pool), "records": len(final)}
+
+        self._timed("final/harvest", harvest)
+        self._timed("final/dataset", dataset)
+        return out / "dataset.jsonl"
+
+
+    # -- held-out lengths ----------------------------------------------------------------------
+    def evaluate(self):
+        """Answer the held-out prompts with the base model and each iteration's Generator; the growth table."""
+        from .analysis import growth_table, length_row, markdown
+        from .backends import ChatRequest
+
+        c = self.config
+        prompts = [r for f in c.held_out for r in records.read_jsonl(f)]
+        prompts = prompts[: c.eval.prompts] if c.eval.prompts else prompts
+        sampling = c.sampling.with_(max_new_tokens=c.eval.max_new_tokens)
+        rows = []
+        for k in range(0, c.iterations + 1):
+            name = f"generator_iter_{k}" if k else "base"
+            path = self.folder / "eval" / f"{name}.jsonl"
+
+            def run(k=k, path=path):
+                done = {r["id"] for r in records.read_jsonl(path, repair_tail=True)} if path.exists() else set()
+                pending = [p for p in prompts if p["id"] not in done]
+                if k:
+                    self.roles_of(k)
+                for i, chunk in enumerate(_chunks(pending, c.chunk)):
+                    reqs = [ChatRequest([{"role": "user", "content": p["query"]}], role="generator" if k else None,
+                                        id=p["id"]) for p in chunk]
+                    outs = self.backend.generate(reqs, sampling, seed=_seed(c.seed, "eval", i), desc=f"eval {name}")
+                    records.append_jsonl(path, [{"id": o.id, "text": o.text, "tokens": o.tokens,
+                                                 "finish": o.finish_reason, "words": text.count_words(o.text)}
+                                                for o in outs])
+                return {"records": len(prompts)}
+
+            self._timed(f"eval/{name}", run)
+            rows.append(length_row(name, records.read_jsonl(path), sampling.max_new_tokens))
+        table = growth_table(rows)
+        table.to_csv(self.folder / "eval" / "growth.csv", index=False)
+        (self.folder / "eval" / "growth.md").write_text(markdown(table))
+        return table
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, name + "."))
+        else:
+            out[name] = value
+    return out

@@ -1,0 +1,184 @@
+"""Every prompt template of sltk, English and Chinese, in one place.
+
+- Extension (the Extender's user message): :func:`extension_prompt`.
+- Self-instruct (new writing instructions from the base model): :func:`self_instruct_messages`,
+  stopped at :data:`SELF_INSTRUCT_STOP` and cleaned with :func:`parse_instruction`.
+- Suitability judge (does an instruction call for a long text?): :func:`judge_messages`, read with
+  :func:`parse_yes_no`.
+
+The Generator has no template: its user message is the raw query.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "LANGS",
+    "SELF_INSTRUCT_STOP",
+    "check_lang",
+    "extension_prompt",
+    "judge_messages",
+    "parse_instruction",
+    "parse_yes_no",
+    "self_instruct_messages",
+]
+
+LANGS = ("en", "zh")
+
+
+def check_lang(lang: str) -> str:
+    """Return ``lang`` if it is one of :data:`LANGS`, else raise ValueError."""
+    if lang not in LANGS:
+        raise ValueError(f"unknown language {lang!r}; valid: {', '.join(LANGS)}")
+    return lang
+
+
+# --------------------------------------------------------------------------- extension
+
+_EXTENSION = {
+    "en": (
+        "You are an expert in polishing and enriching writing. Below are an instruction and an "
+        "original outline written for it. Expand the outline: bring in more information and "
+        "concrete details, and describe things more vividly. Your task is not to continue the "
+        "text but to enrich what is already there, either by deepening the existing paragraphs "
+        "or by adding new sections. Be creative and informative, avoid repetition and "
+        "long-winded narration, and make the text as long, rich and engaging as you can.\n"
+        "\n"
+        "Instruction: {query}\n"
+        "Original outline:\n"
+        "\n"
+        "{text}"
+    ),
+    "zh": (
+        "你是一位擅长润色和充实文章的写作专家。下面给出一条指令和根据它写成的原始大纲。请扩写这份大纲："
+        "补充更多信息和具体细节，把内容描写得更生动。你的任务不是接着往下写，而是丰富已有的内容，"
+        "可以充实现有段落，也可以增加新的章节。内容要有创意、信息量大，避免重复和冗长拖沓的叙述，"
+        "尽可能让文章更长、更丰富、更吸引人。\n"
+        "\n"
+        "指令：{query}\n"
+        "原始大纲：\n"
+        "\n"
+        "{text}"
+    ),
+}
+
+
+def extension_prompt(query: str, text: str, lang: str = "en") -> str:
+    """The Extender's user message: enrich ``text`` (the "original outline") written for ``query``."""
+    return _EXTENSION[check_lang(lang)].format(query=query, text=text)
+
+
+# --------------------------------------------------------------------------- self-instruct
+
+_SELF_INSTRUCT = {
+    "en": (
+        "Write user instructions, that is, requests a user might send to an AI writing "
+        "assistant, that can guide the generation of long texts: long articles, stories, "
+        "reports and other pieces that need more than 2,000 words. Every instruction must "
+        "differ from the others in topic and in form."
+    ),
+    "zh": (
+        "请写出一些用户指令，也就是用户可能向AI写作助手提出的请求。这些指令要能引导长文本的生成，"
+        "例如长篇文章、故事、报告等需要2000字以上的作品。每条指令的主题和形式都要互不相同。"
+    ),
+}
+
+_SLOT = {"en": "Instruction {n}:", "zh": "指令{n}："}
+_SLOT_SPACE = {"en": " ", "zh": ""}
+
+# Generation stops where the model opens any further item ("Instruction 4:", "Instructions 4:", ...).
+SELF_INSTRUCT_STOP = {"en": "\nInstruction", "zh": "\n指令"}
+
+# Where a completion runs on into the next numbered slot.
+_NEXT_SLOT = {"en": re.compile(r"\n\s*instructions?\b", re.IGNORECASE), "zh": re.compile(r"\n\s*指令")}
+
+_QUOTE_PAIRS = {'"': '"', "'": "'", "“": "”", "‘": "’", "「": "」", "『": "』"}
+
+
+def self_instruct_messages(examples: list[str], lang: str = "en") -> tuple[list[dict], str]:
+    """Chat messages and assistant pre-fill asking the model for a third writing instruction.
+
+    ``examples`` are exactly two seed instructions; each is put on one line (inner line breaks
+    become spaces) so the numbered list stays one slot per line. Stop generation at
+    ``SELF_INSTRUCT_STOP[lang]``.
+    """
+    check_lang(lang)
+    if len(examples) != 2:
+        raise ValueError(f"self-instruct needs exactly 2 example instructions, got {len(examples)}")
+    lines = [
+        _SLOT[lang].format(n=i) + _SLOT_SPACE[lang] + " ".join(ex.split())
+        for i, ex in enumerate(examples, 1)
+    ]
+    prefill = "\n".join(lines + [_SLOT[lang].format(n=3)])
+    return [{"role": "user", "content": _SELF_INSTRUCT[lang]}], prefill
+
+
+def _strip_quotes(text: str) -> str:
+    while len(text) >= 2 and _QUOTE_PAIRS.get(text[0]) == text[-1]:
+        text = text[1:-1].strip()
+    return text
+
+
+def parse_instruction(completion: str, lang: str = "en") -> str:
+    """The instruction written into slot 3: cut at the next numbered slot, strip spaces and quotes."""
+    check_lang(lang)
+    text = _NEXT_SLOT[lang].split(completion, 1)[0]
+    return _strip_quotes(text.strip())
+
+
+# --------------------------------------------------------------------------- judge
+
+_JUDGE = {
+    "en": (
+        "Decide whether the instruction below is suitable for guiding the writing of a long "
+        "article, for example one of more than 2,000 words. Answer only yes or no.\n"
+        "\n"
+        "<Instruction>\n"
+        "{query}\n"
+        "</Instruction>"
+    ),
+    "zh": (
+        "请判断下面这条指令是否适合用来指导撰写一篇长文（例如2000字以上）。只回答是或否。\n"
+        "\n"
+        "<Instruction>\n"
+        "{query}\n"
+        "</Instruction>"
+    ),
+}
+
+
+def judge_messages(query: str, lang: str = "en") -> list[dict]:
+    """Chat messages asking whether ``query`` calls for a long article (answer yes or no)."""
+    return [{"role": "user", "content": _JUDGE[check_lang(lang)].format(query=query)}]
+
+
+_ANSWER_LABEL = re.compile(r"^(?:final\s+answer|answer|回答|答案|答)\s*[:：]\s*", re.IGNORECASE)
+_LEADING_NOISE = re.compile(r"^[\W_]+")  # punctuation, quotes, markdown; CJK counts as a word char
+_YES_EN = re.compile(r"^(?:yes|yeah|yep)\b")
+_NO_EN = re.compile(r"^(?:no|nope|not)\b")
+_YES_ZH = ("是", "适合", "可以")
+_NO_ZH = ("否", "不")
+
+
+def parse_yes_no(answer: str, lang: str = "en") -> bool | None:
+    """True for a yes, False for a no, None when the answer is unclear.
+
+    Looks at how the answer starts, ignoring case, leading punctuation or markdown, and a label
+    such as "Answer:". English and Chinese answers are understood whatever ``lang`` is, since
+    models sometimes reply in the other language.
+    """
+    check_lang(lang)
+    text = _LEADING_NOISE.sub("", answer.strip()).lower()
+    text = _LEADING_NOISE.sub("", _ANSWER_LABEL.sub("", text))
+    if _YES_EN.match(text):
+        return True
+    if _NO_EN.match(text):
+        return False
+    if text.startswith("是否"):  # "whether": a restated question, not an answer
+        return None
+    if text.startswith(_NO_ZH):
+        return False
+    if text.startswith(_YES_ZH):
+        return True
+    return None

@@ -1,0 +1,129 @@
+"""Self-instruct query synthesis: the base model writes new writing instructions (METHOD 1.2.1).
+
+Two seeds are shown as a pre-filled numbered list and the model completes the third item. A
+candidate is kept when its length is within bounds, it duplicates nothing seen so far (other
+queries, the seeds, the held-out evaluation prompts) and the base model judges it suitable for
+a long text.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from . import prompts, text
+from .backends import ChatRequest, Sampling
+from .config import QueryConfig
+
+_PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
+
+
+def normalize(query: str) -> str:
+    """Lower-case, punctuation removed, whitespace collapsed: the key for exact duplicates."""
+    return " ".join(_PUNCT.sub(" ", query.lower()).split())
+
+
+def shingles(query: str) -> set:
+    """Word trigrams (English) or character trigrams (Chinese) of the normalised query."""
+    norm = normalize(query)
+    units = list(norm.replace(" ", "")) if text.detect_language(query) == "zh" else norm.split()
+    if len(units) < 3:
+        return {tuple(units)}
+    return {tuple(units[i : i + 3]) for i in range(len(units) - 2)}
+
+
+@dataclass
+class Deduper:
+    """Exact and near-duplicate detection (Jaccard similarity of trigram sets)."""
+
+    threshold: float = 0.6
+    exact: set = field(default_factory=set)
+    sets: list = field(default_factory=list)
+    index: dict = field(default_factory=lambda: defaultdict(set))
+
+    def add(self, query: str) -> None:
+        self.exact.add(normalize(query))
+        s = shingles(query)
+        k = len(self.sets)
+        self.sets.append(s)
+        for g in s:
+            self.index[g].add(k)
+
+    def is_duplicate(self, query: str) -> bool:
+        if normalize(query) in self.exact:
+            return True
+        s = shingles(query)
+        overlap: dict[int, int] = defaultdict(int)
+        for g in s:
+            for k in self.index.get(g, ()):
+                overlap[k] += 1
+        return any(n / len(s | self.sets[k]) >= self.threshold for k, n in overlap.items())
+
+
+def candidate_requests(pool: list[str], n: int, lang: str, examples: int, rng: random.Random) -> list[ChatRequest]:
+    """`n` self-instruct requests, each showing `examples` queries drawn from `pool`."""
+    out = []
+    for _ in range(n):
+        shown = rng.sample(pool, min(examples, len(pool)))
+        messages, prefill = prompts.self_instruct_messages(shown, lang)
+        out.append(ChatRequest(messages, prefill=prefill, role=None))
+    return out
+
+
+def synthesize_round(
+    backend,
+    pool: list[str],
+    slots: int,
+    lang: str,
+    cfg: QueryConfig,
+    sampling: Sampling,
+    dedup: Deduper,
+    rng: random.Random,
+    seed: int,
+) -> tuple[list[str], dict]:
+    """One try for each of `slots` open slots: generate, bound, deduplicate, judge.
+
+    Returns the accepted queries (already added to `dedup`) and the counts of this round.
+    """
+    stop = (prompts.SELF_INSTRUCT_STOP[lang], *sampling.stop)
+    gen = sampling.with_(max_new_tokens=cfg.max_new_tokens, stop=stop)
+    reqs = candidate_requests(pool, slots, lang, cfg.examples, rng)
+    outs = backend.generate(reqs, gen, seed=seed, desc=f"queries ({lang})")
+    stats = {"candidates": slots, "empty": 0, "bounds": 0, "duplicates": 0, "judged": 0, "judged_yes": 0,
+             "judge_unclear": 0, "accepted": 0}
+    survivors, this_round = [], Deduper(dedup.threshold)
+    for out in outs:
+        q = prompts.parse_instruction(out.text, lang)
+        words = text.count_words(q)
+        if not q:
+            stats["empty"] += 1
+        elif not cfg.min_words < words < cfg.max_words:
+            stats["bounds"] += 1
+        elif dedup.is_duplicate(q) or this_round.is_duplicate(q):
+            stats["duplicates"] += 1
+        else:
+            this_round.add(q)
+            survivors.append(q)
+    verdicts = judge(backend, survivors, lang, seed) if cfg.judge else [True] * len(survivors)
+    accepted = []
+    for q, verdict in zip(survivors, verdicts):
+        stats["judged"] += cfg.judge
+        stats["judged_yes"] += bool(verdict) and cfg.judge
+        stats["judge_unclear"] += verdict is None
+        if verdict:
+            dedup.add(q)
+            accepted.append(q)
+    stats["accepted"] = len(accepted)
+    return accepted, stats
+
+
+def judge(backend, queries: list[str], lang: str, seed: int = 0) -> list[bool | None]:
+    """The base model's yes/no verdict on each query's suitability for a long text (None: unclear)."""
+    if not queries:
+        return []
+    reqs = [ChatRequest(prompts.judge_messages(q, lang), role=None) for q in queries]
+    outs = backend.generate(reqs, Sampling(temperature=0, max_new_tokens=8, stop=(), loop_tokens=0),
+                            seed=seed, desc="judge")
+    return [prompts.parse_yes_no(o.text, lang) for o in outs]

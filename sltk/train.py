@@ -1,0 +1,597 @@
+"""Supervised fine-tuning of one role's LoRA adapter (QLoRA on a 4-bit base, or LoRA on a plain one).
+
+A small, resumable PyTorch loop:
+
+    chat records -> prompt-masked token ids -> length-grouped, right-padded batches
+    -> token-level mean loss -> AdamW with a warm-up + cosine schedule
+
+`train_role` trains the adapter of one role (the other role and the base stay frozen) and saves
+it as a standard PEFT adapter folder. While it runs it keeps a checkpoint next to that folder
+(`<out_dir>.ckpt/`), so a run that dies can pick up where it stopped and end with the same
+weights an uninterrupted run would have given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .models import LoadedModel, use_role
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100
+CHECKPOINT_FILE = "state.pt"
+MARKER = "sltk_train.json"
+SKIP_REASONS = ("prompt_too_long", "no_target")
+# Settings that change the trained weights; a checkpoint or finished adapter made with other
+# values is not reused.
+_RESULT_FIELDS = (
+    "epochs", "lr", "scheduler", "warmup_ratio", "batch_size", "batch_tokens", "grad_accum",
+    "max_seq_len", "weight_decay", "max_grad_norm", "seed",
+)
+
+
+class TrainError(ValueError):
+    """Training cannot start or resume as asked; the message names the fix."""
+
+
+class TrainDataError(TrainError):
+    """A record that is malformed or does not fit the chat template."""
+
+
+class SkipRecord(Exception):
+    """A well-formed record with nothing to train on; `reason` is one of SKIP_REASONS."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (upstream Self-Lengthen values by default).
+
+    A step is one optimizer update over `grad_accum` batches. A batch holds `batch_size`
+    sequences, or, when `batch_tokens` is set, as many similar-length sequences as fit in that
+    many padded tokens. `save_every` (steps) adds checkpoints between the end-of-epoch ones.
+    """
+
+    epochs: int = 4
+    lr: float = 1e-4
+    scheduler: str = "cosine"  # any name transformers.get_scheduler knows
+    warmup_ratio: float = 0.1
+    batch_size: int = 1
+    batch_tokens: int | None = None
+    grad_accum: int = 1
+    max_seq_len: int = 16384
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = True
+    seed: int = 0
+    save_every: int | None = None
+    log_every: int = 10
+
+
+@dataclass
+class Example:
+    """One tokenised record: ids, labels (IGNORE on the prompt) and whether it was cut."""
+
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool = False
+
+    @property
+    def targets(self) -> int:
+        return sum(label != IGNORE for label in self.labels)
+
+
+# -- data -------------------------------------------------------------------------------------
+
+def _ids(tokenizer, text: str) -> list[int]:
+    # The chat template already writes every special token the model expects.
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _check_messages(record) -> list[dict]:
+    messages = record.get("messages") if isinstance(record, dict) else None
+    if not isinstance(messages, list) or len(messages) < 2:
+        raise TrainDataError("A record needs 'messages': a list of at least a user and an assistant message.")
+    if messages[-1].get("role") != "assistant":
+        raise TrainDataError(
+            f"The last message of a record must be the assistant's (the target); got '{messages[-1].get('role')}'."
+        )
+    return messages
+
+
+def encode_record(tokenizer, record: dict, max_seq_len: int) -> Example:
+    """Tokenise a chat record; only the last assistant turn (and the template's end of turn) is learned.
+
+    The ids are the full conversation as the chat template renders it; the prompt (everything
+    up to and including the assistant header) is labelled IGNORE. A sequence longer than
+    `max_seq_len` loses its end. Raises SkipRecord when the prompt alone does not fit or the
+    answer is empty (nothing to learn), TrainDataError when the record or the template does not fit.
+    """
+    messages = _check_messages(record)
+    if not str(messages[-1].get("content") or "").strip():
+        raise SkipRecord("no_target")
+    prompt_text = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    full_text = tokenizer.apply_chat_template(messages, tokenize=False)
+    prompt, full = _ids(tokenizer, prompt_text), _ids(tokenizer, full_text)
+    if full[: len(prompt)] != prompt:
+        at = next((i for i, (a, b) in enumerate(zip(prompt, full)) if a != b), min(len(prompt), len(full)))
+        raise TrainDataError(
+            f"The chat template's prompt (with the generation prompt) is not a token prefix of the full "
+            f"conversation (they differ at token {at}: {tokenizer.decode(prompt[at:at + 8])!r} vs "
+            f"{tokenizer.decode(full[at:at + 8])!r}). Training would not match generation; check the template "
+            "(e.g. one that rewrites earlier turns) or strip leading whitespace from the assistant text."
+        )
+    if len(prompt) >= max_seq_len:
+        raise SkipRecord("prompt_too_long")
+    truncated = len(full) > max_seq_len
+    full = full[:max_seq_len]
+    labels = [IGNORE] * len(prompt) + full[len(prompt):]
+    if len(full) == len(prompt):
+        raise SkipRecord("no_target")
+    return Example(full, labels, truncated)
+
+
+def encode_records(tokenizer, records, max_seq_len: int) -> tuple[list[Example], dict]:
+    """Encode every record; returns the examples and counts of skipped and truncated records."""
+    examples, counts = [], {reason: 0 for reason in SKIP_REASONS} | {"truncated": 0}
+    for i, record in enumerate(records):
+        try:
+            example = encode_record(tokenizer, record, max_seq_len)
+        except SkipRecord as skip:
+            counts[skip.reason] += 1
+            continue
+        except TrainDataError as exc:
+            raise TrainDataError(f"Record {i}: {exc}") from exc
+        counts["truncated"] += example.truncated
+        examples.append(example)
+    return examples, counts
+
+
+def make_batches(lengths: list[int], batch_size: int = 1, batch_tokens: int | None = None) -> list[list[int]]:
+    """Group indices of similar length: sort by length, then cut into consecutive batches.
+
+    With `batch_tokens`, a batch grows while its padded size (count x longest) stays within it;
+    a sequence longer than that forms a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    if not batch_tokens:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches, current = [], []
+    for i in order:  # ascending, so the newcomer is the longest of its batch
+        if current and (len(current) + 1) * lengths[i] > batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    return batches + [current] if current else batches
+
+
+def epoch_order(n_batches: int, seed: int, epoch: int) -> list[int]:
+    """The order batches are visited in during `epoch` (a seeded shuffle)."""
+    order = list(range(n_batches))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order
+
+
+def collate(examples: list[Example], pad_id: int, device=None) -> dict[str, torch.Tensor]:
+    """Right-pad a batch: input ids (pad_id), attention mask (0) and labels (IGNORE) on the padding."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[row, :n] = torch.tensor(e.input_ids)
+        labels[row, :n] = torch.tensor(e.labels)
+        mask[row, :n] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+# -- loss -------------------------------------------------------------------------------------
+
+def token_mean_loss(logits: torch.Tensor, labels: torch.Tensor, num_targets: int | None = None) -> torch.Tensor:
+    """Cross-entropy summed over every target token of the batch, divided by the number of targets.
+
+    `labels` are aligned with the input ids (the shift happens here: logits at position t
+    predict labels at t + 1). Every token weighs the same, however long its sequence; pass
+    `num_targets` to divide by the targets of a whole accumulated step instead.
+    """
+    logits = logits[:, :-1].float()
+    labels = labels[:, 1:].to(logits.device)
+    total = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
+    )
+    count = int((labels != IGNORE).sum()) if num_targets is None else num_targets
+    return total / max(count, 1)
+
+
+def _supports_logits_to_keep(model) -> bool:
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
+def _batch_loss(model, batch: dict, num_targets: int | None, trim: bool) -> torch.Tensor:
+    """Forward one batch; with `trim`, logits are only computed from just before the first target on
+    (the vocabulary projection of long prompts is the largest activation in the model)."""
+    labels = batch["labels"]
+    kwargs = {}
+    if trim:
+        first = int((labels != IGNORE).int().argmax(dim=1).min())
+        start = max(first - 1, 0)
+        kwargs["logits_to_keep"] = torch.arange(start, labels.size(1), device=labels.device)
+        labels = labels[:, start:]
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, **kwargs)
+    return token_mean_loss(out.logits, labels, num_targets)
+
+
+@torch.inference_mode()
+def evaluate(loaded: LoadedModel, role: str | None, records, max_seq_len: int = 16384, batch_size: int = 1) -> float:
+    """Token-level mean loss of a role (or the base, for None) on chat records."""
+    examples, _ = encode_records(loaded.tokenizer, records, max_seq_len)
+    if not examples:
+        raise TrainError("No record has anything to evaluate (all skipped).")
+    model, pad_id = loaded.model, _pad_id(loaded.tokenizer)
+    trim, device = _supports_logits_to_keep(model), _device(model)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with use_role(model, role):
+        for batch in make_batches([len(e.input_ids) for e in examples], batch_size):
+            chunk = [examples[i] for i in batch]
+            n = sum(e.targets for e in chunk)
+            total += float(_batch_loss(model, collate(chunk, pad_id, device), None, trim)) * n
+            count += n
+    model.train(was_training)
+    return total / count
+
+
+# -- model state ------------------------------------------------------------------------------
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _device(model) -> torch.device:
+    return model.get_input_embeddings().weight.device
+
+
+def _check_role(model, role: str) -> None:
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel) or role not in model.peft_config:
+        known = sorted(getattr(model, "peft_config", {}) or {})
+        raise TrainError(
+            f"The model has no adapter for role '{role}' (adapters: {known}). Attach one first with "
+            "sltk.models.add_roles(), or load last iteration's with load_roles(..., trainable=True)."
+        )
+
+
+def role_parameters(model, role: str) -> dict[str, torch.nn.Parameter]:
+    """The parameters of one role's adapter (its LoRA matrices and any modules it saves), by name."""
+    pattern = re.compile(rf"(^|\.)(lora_\w+|modules_to_save)\.{re.escape(role)}(\.|$)")
+    params = {name: p for name, p in model.named_parameters() if pattern.search(name)}
+    if not params:
+        raise TrainError(f"Role '{role}' has no adapter parameters to train.")
+    return params
+
+
+def is_checkpointing(model) -> bool:
+    """Whether activation (gradient) checkpointing is on for a transformers model."""
+    if hasattr(type(model), "is_activation_checkpointing"):  # the newer name; the old one warns
+        return bool(model.is_activation_checkpointing)
+    return bool(getattr(model, "is_gradient_checkpointing", False))
+
+
+def _set_checkpointing(model, on: bool) -> None:
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(kwargs) if on else model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs) if on else (
+            model.gradient_checkpointing_disable())
+
+
+@contextlib.contextmanager
+def _training_mode(model, params: dict, gradient_checkpointing: bool):
+    """Train only `params`; undo every change (grad flags, checkpointing, train mode) on exit."""
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    base = model.get_base_model()
+    checkpointing = gradient_checkpointing and not is_checkpointing(base)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params.values():
+        p.requires_grad_(True)
+    if checkpointing:
+        _set_checkpointing(base, True)
+        # What PEFT's prepare_model_for_kbit_training does for checkpointing, without its casting of
+        # norms to float32: inputs that need grads keep a re-entrant fallback working too.
+        base.enable_input_require_grads()
+    model.train()
+    try:
+        yield
+    finally:
+        model.eval()
+        if checkpointing:
+            base.disable_input_require_grads()
+            _set_checkpointing(base, False)
+        for name, p in model.named_parameters():
+            p.requires_grad_(flags.get(name, False))
+
+
+# -- checkpoints and output -------------------------------------------------------------------
+
+def checkpoint_dir(out_dir: str | os.PathLike) -> Path:
+    """Where `train_role` keeps its checkpoint for `out_dir`: the sibling folder `<name>.ckpt`."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f"{out_dir.name}.ckpt"
+
+
+def is_complete(out_dir: str | os.PathLike) -> bool:
+    """True when `out_dir` holds an adapter that `train_role` finished."""
+    out_dir = Path(out_dir)
+    marker = out_dir / MARKER
+    if not marker.is_file() or not (out_dir / "adapter_model.safetensors").is_file():
+        return False
+    return bool(json.loads(marker.read_text()).get("complete"))
+
+
+def _fingerprint(examples: list[Example], config: TrainConfig, role: str) -> str:
+    digest = hashlib.sha256(json.dumps([role, {k: getattr(config, k) for k in _RESULT_FIELDS}]).encode())
+    for e in examples:
+        digest.update(json.dumps([e.input_ids, e.labels]).encode())
+    return digest.hexdigest()
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_checkpoint(folder: Path, state: dict) -> None:
+    """Write the checkpoint file atomically (a temporary file, then a rename)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{CHECKPOINT_FILE}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, folder / CHECKPOINT_FILE)
+
+
+def _load_checkpoint(folder: Path, fingerprint: str) -> dict | None:
+    path = folder / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("fingerprint") != fingerprint:
+        raise TrainError(
+            f"The checkpoint in {folder} was made with other records or settings. Resume with the same "
+            "ones, or start over with resume=False (which deletes it)."
+        )
+    return state
+
+
+def _save_adapter(model, role: str, out_dir: Path, stats: dict) -> None:
+    """Write the role's adapter as a PEFT folder at `out_dir`, with the completion marker, in one rename."""
+    tmp = out_dir.parent / f".{out_dir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), selected_adapters=[role])
+    written = tmp / role if (tmp / role).is_dir() else tmp  # PEFT nests every adapter but "default"
+    (written / MARKER).write_text(json.dumps(stats, indent=1))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(written, out_dir)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_finished(model, role: str, out_dir: Path, fingerprint: str) -> dict:
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    stats = json.loads((out_dir / MARKER).read_text())
+    if stats.get("fingerprint") != fingerprint:
+        raise TrainError(
+            f"{out_dir} holds an adapter trained on other records or settings. Use another folder, or "
+            "retrain with resume=False."
+        )
+    result = set_peft_model_state_dict(model, load_file(str(out_dir / "adapter_model.safetensors")), adapter_name=role)
+    if getattr(result, "unexpected_keys", None):
+        raise TrainError(f"{out_dir} does not fit role '{role}' of this model: {result.unexpected_keys[:3]} …")
+    return stats | {"loaded_existing": True}
+
+
+# -- training ---------------------------------------------------------------------------------
+
+def _progress(total: int, initial: int, role: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"train {role}", unit="step", dynamic_ncols=True)
+
+
+def train_role(
+    loaded: LoadedModel,
+    role: str,
+    records,
+    out_dir: str | os.PathLike,
+    config: TrainConfig | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after_steps: int | None = None,
+) -> dict:
+    """Fine-tune the adapter of `role` on chat records and save it as a PEFT folder at `out_dir`.
+
+    The adapter must already be on `loaded.model` (a PeftModel): a fresh one from `add_roles`,
+    or last iteration's from `load_roles(..., trainable=True)`, which is then trained further.
+    Only that adapter changes. The model comes back in eval mode, with its previous active
+    adapter, and without gradient checkpointing.
+
+    Resuming: a checkpoint is written to `checkpoint_dir(out_dir)` at each epoch end and every
+    `config.save_every` steps. With `resume=True` a run continues from it (same records and
+    settings required), and a finished `out_dir` is not trained again: its weights are loaded
+    into the role and its stats returned (`loaded_existing: True`). `resume=False` deletes the
+    checkpoint and trains from the adapter as it is. `stop_after_steps` ends the run early right
+    after writing a checkpoint at that step (`complete: False` in the stats).
+
+    Returns stats: steps, epochs, final_loss, losses (per step), target_tokens, tokens, seconds,
+    examples, skipped ({prompt_too_long, no_target}), truncated, resumed_from_step, complete.
+    """
+    from transformers import get_scheduler
+
+    config = config or TrainConfig()
+    out_dir, ckpt = Path(out_dir), checkpoint_dir(out_dir)
+    model = loaded.model
+    _check_role(model, role)
+    examples, counts = encode_records(loaded.tokenizer, records, config.max_seq_len)
+    if not examples:
+        raise TrainError(f"No record has anything to train on (skipped: {counts}).")
+    fingerprint = _fingerprint(examples, config, role)
+    if resume and is_complete(out_dir):
+        return _load_finished(model, role, out_dir, fingerprint)
+    if not resume:
+        shutil.rmtree(ckpt, ignore_errors=True)
+
+    batches = make_batches([len(e.input_ids) for e in examples], config.batch_size, config.batch_tokens)
+    steps_per_epoch = math.ceil(len(batches) / config.grad_accum)
+    total_steps = config.epochs * steps_per_epoch
+    params = role_parameters(model, role)
+    optimizer = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = get_scheduler(
+        config.scheduler, optimizer, num_warmup_steps=math.ceil(config.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+    stats = {
+        "role": role, "steps": 0, "epochs": 0.0, "total_steps": total_steps, "final_loss": None, "losses": [],
+        "target_tokens": 0, "tokens": 0, "seconds": 0.0, "examples": len(examples),
+        "skipped": {r: counts[r] for r in SKIP_REASONS}, "truncated": counts["truncated"],
+        "resumed_from_step": 0, "complete": False, "config": asdict(config), "fingerprint": fingerprint,
+    }
+    state = _load_checkpoint(ckpt, fingerprint) if resume else None
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with (
+        use_role(model, role),
+        torch.random.fork_rng(devices=devices),  # the caller's RNG streams are left as they were
+        torch.enable_grad(),
+        _training_mode(model, params, config.gradient_checkpointing),
+    ):
+        if state is None:
+            torch.manual_seed(config.seed)
+            order = epoch_order(len(batches), config.seed, 0)
+        else:
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(state["adapter"][name])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            _set_rng_state(state["rng"])
+            order = state["order"]
+            stats.update({k: state["stats"][k] for k in ("losses", "target_tokens", "tokens", "seconds")})
+            stats["resumed_from_step"] = state["step"]
+        loop = _Loop(model, examples, batches, optimizer, scheduler, params, config, _pad_id(loaded.tokenizer))
+        loop.run(state["step"] if state else 0, order, total_steps, steps_per_epoch, stats, ckpt,
+                 stop_after_steps, _progress(total_steps, stats["resumed_from_step"], role, progress))
+    if stats["steps"] == total_steps:
+        stats["complete"] = True
+        _save_adapter(model, role, out_dir, stats)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return stats
+
+
+class _Loop:
+    """The step loop of `train_role` (kept apart so the setup above stays readable)."""
+
+    def __init__(self, model, examples, batches, optimizer, scheduler, params, config: TrainConfig, pad_id: int):
+        self.model, self.examples, self.batches = model, examples, batches
+        self.optimizer, self.scheduler, self.params, self.config = optimizer, scheduler, params, config
+        self.pad_id, self.device = pad_id, _device(model)
+        self.trim = _supports_logits_to_keep(model)
+
+    def step(self, group: list[list[int]]) -> tuple[float, int, int]:
+        """One optimizer update over the batches of `group`; returns (loss, target tokens, tokens)."""
+        chunks = [[self.examples[i] for i in batch] for batch in group]
+        targets = sum(e.targets for chunk in chunks for e in chunk)
+        tokens = sum(len(e.input_ids) for chunk in chunks for e in chunk)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = 0.0
+        for chunk in chunks:
+            # Each batch is divided by the targets of the whole step: the step's loss is one token mean.
+            part = _batch_loss(self.model, collate(chunk, self.pad_id, self.device), targets, self.trim)
+            part.backward()
+            loss += part.item()
+        if self.config.max_grad_norm and self.config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss, targets, tokens
+
+    def checkpoint(self, folder: Path, step: int, order: list[int], stats: dict) -> None:
+        _save_checkpoint(folder, {
+            "step": step,
+            "order": order,
+            "fingerprint": stats["fingerprint"],
+            "adapter": {name: p.detach().cpu().clone() for name, p in self.params.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": _rng_state(),
+            "stats": {k: stats[k] for k in ("losses", "target_tokens", "tokens", "seconds")},
+        })
+
+    def run(self, step, order, total_steps, steps_per_epoch, stats, ckpt, stop_after, bar) -> None:
+        config, accum = self.config, self.config.grad_accum
+        started, seconds_before, tokens_here = time.perf_counter(), stats["seconds"], 0
+        try:
+            while step < total_steps:
+                epoch, k = divmod(step, steps_per_epoch)
+                loss, targets, tokens = self.step([self.batches[b] for b in order[k * accum:(k + 1) * accum]])
+                step += 1
+                tokens_here += tokens
+                elapsed = time.perf_counter() - started
+                stats.update(steps=step, epochs=step / steps_per_epoch, final_loss=loss,
+                             seconds=seconds_before + elapsed)
+                stats["losses"].append(loss)
+                stats["target_tokens"] += targets
+                stats["tokens"] += tokens
+                speed = tokens_here / max(elapsed, 1e-9)
+                if bar is not None:
+                    bar.set_postfix_str(f"loss {loss:.4f}, {speed:.0f} tok/s", refresh=False)
+                    bar.update(1)
+                if config.log_every and step % config.log_every == 0:
+                    log.info("%s step %d/%d loss %.4f lr %.2e %.0f tok/s", stats["role"], step, total_steps,
+                             loss, self.scheduler.get_last_lr()[0], speed)
+                epoch_end = step % steps_per_epoch == 0
+                if epoch_end:
+                    order = epoch_order(len(self.batches), config.seed, epoch + 1)
+                stopping = stop_after is not None and step >= stop_after
+                due = epoch_end or stopping or (config.save_every and step % config.save_every == 0)
+                if due and step < total_steps:
+                    self.checkpoint(ckpt, step, order, stats)
+                if stopping:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()

@@ -1,0 +1,51 @@
+"""Model resolution and role handling errors (no model download)."""
+
+import pytest
+
+from sltk import embedded
+from sltk.models import ModelError, load_base, resolve_model, use_role
+
+
+def test_embedded_aliases_resolve_to_the_converted_checkpoint(embedded_dir):
+    for name in (None, "embedded", "SmolLM2-135M-Instruct", "smollm2-135m"):
+        assert resolve_model(name) == str(embedded_dir)
+
+
+def test_a_local_folder_is_used_as_is(embedded_dir):
+    assert resolve_model(embedded_dir) == str(embedded_dir)
+
+
+def test_missing_path_is_named(tmp_path):
+    with pytest.raises(ModelError, match="no such folder"):
+        resolve_model(str(tmp_path / "nowhere" / "model"))
+    with pytest.raises(ModelError, match="no such folder"):
+        resolve_model("./not-here")
+
+
+def test_folder_without_config_is_refused(tmp_path):
+    with pytest.raises(ModelError, match="no config.json"):
+        resolve_model(tmp_path)
+
+
+def test_unknown_hub_id_names_the_problem_offline():
+    with pytest.raises(ModelError, match="Could not find model 'no-such-org/no-such-model'.*HF_HUB_OFFLINE"):
+        resolve_model("no-such-org/no-such-model")
+
+
+def test_bad_quantization_is_refused():
+    with pytest.raises(ModelError, match="quantization='int3'"):
+        load_base("embedded", quantization="int3")
+
+
+def test_unknown_role_is_refused(tiny):
+    with pytest.raises(ModelError, match="Unknown role 'writer'"):
+        with use_role(tiny.model, "writer"):
+            pass
+
+
+def test_cache_root_follows_sltk_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("SLTK_CACHE", str(tmp_path))
+    assert embedded.checkpoint_dir() == tmp_path / "models" / embedded.NAME
+    monkeypatch.delenv("SLTK_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert embedded.cache_root() == tmp_path / "xdg" / "sltk"
