@@ -9,6 +9,7 @@ assistant pre-fill to continue, and the role (LoRA adapter) to use.
 
 from __future__ import annotations
 
+import random
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,11 @@ from .models import BASE, LoadedModel, use_role
 
 STOP_STRINGS = ("---", "\n---", "\n\n---", "\n\n\n")
 FINISH_REASONS = ("stop", "length", "repetition")
+
+
+def derive_seed(*parts) -> int:
+    """A 31-bit seed from any parts, stable across processes (unlike hash())."""
+    return random.Random("-".join(map(str, parts))).randrange(2**31)
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,7 @@ class Sampling:
     loop_ngram: int = 16
     loop_tokens: int = 32
 
-    def with_(self, **changes) -> "Sampling":
+    def with_(self, **changes) -> Sampling:
         return replace(self, **changes)
 
 
@@ -49,6 +55,7 @@ class ChatRequest:
     role: str | None = None
     id: str | None = None
     max_new_tokens: int | None = None  # overrides the call's Sampling.max_new_tokens
+    seed: int | None = None  # this request's own sampling seed (default: from the call's seed and its index)
 
 
 @dataclass
@@ -107,13 +114,15 @@ def render_prompt(tokenizer, request: ChatRequest) -> str:
 class _Row:
     """One sequence being decoded."""
 
-    __slots__ = ("index", "prompt_len", "max_new", "tokens", "guard", "finish")
+    __slots__ = ("index", "prompt_len", "max_new", "tokens", "guard", "finish", "generator")
 
-    def __init__(self, index: int, prompt_len: int, max_new: int, guard: RepetitionGuard):
+    def __init__(self, index: int, prompt_len: int, max_new: int, guard: RepetitionGuard, generator):
         self.index, self.prompt_len, self.max_new = index, prompt_len, max_new
         self.tokens: list[int] = []
         self.guard = guard
         self.finish: str | None = None
+        # One random stream per sequence: what it samples does not depend on its batch-mates.
+        self.generator = generator
 
 
 def _left_pad(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
@@ -152,7 +161,6 @@ class HFBackend:
 
     def __init__(self, loaded: LoadedModel, batch_size: int = 32, show_progress: bool = True):
         self.loaded = loaded
-        self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.batch_size = batch_size
         self.show_progress = show_progress
@@ -161,6 +169,11 @@ class HFBackend:
         eos = eos if isinstance(eos, (list, tuple)) else [eos]
         self.eos_ids = {int(e) for e in eos if e is not None} | {int(self.tokenizer.eos_token_id)}
         self.last_stats: dict = {}
+
+    @property
+    def model(self):
+        # Read through `loaded`: attaching roles later replaces the model by its PEFT wrapper.
+        return self.loaded.model
 
     # -- public -------------------------------------------------------------------------------
     def generate(
@@ -183,9 +196,9 @@ class HFBackend:
                 )
             prompts.append(ids)
         caps = [r.max_new_tokens for r in requests]
+        seeds = [r.seed if r.seed is not None else (0 if seed is None else seed) * 1_000_003 + i
+                 for i, r in enumerate(requests)]
         results: list[Completion | None] = [None] * len(requests)
-        generator = torch.Generator(device=self.loaded.device if self.loaded.device != "mps" else "cpu")
-        generator.manual_seed(0 if seed is None else seed)
         started, total_tokens = time.perf_counter(), 0
         self._steps = 0
         by_role: dict[str, list[int]] = {}
@@ -195,7 +208,7 @@ class HFBackend:
         try:
             for role, indices in by_role.items():
                 with use_role(self.model, role), torch.inference_mode():
-                    for row in self._decode(indices, prompts, caps, sampling, generator, bar):
+                    for row in self._decode(indices, prompts, caps, seeds, sampling):
                         text = self._text(row.tokens, sampling.stop)
                         results[row.index] = Completion(
                             text, len(row.tokens), row.finish, row.prompt_len, requests[row.index].id
@@ -238,7 +251,7 @@ class HFBackend:
         tail = self.tokenizer.decode(tokens[-8:], skip_special_tokens=True)
         return any(s and s in tail for s in stops)
 
-    def _next_tokens(self, logits: torch.Tensor, seen: torch.Tensor, s: Sampling, generator) -> torch.Tensor:
+    def _next_tokens(self, logits: torch.Tensor, seen: torch.Tensor, s: Sampling, rows: list[_Row]) -> torch.Tensor:
         """Repetition penalty on tokens already in each sequence, then temperature, top-k, top-p."""
         logits = logits.float()
         if s.repetition_penalty != 1.0:
@@ -254,7 +267,8 @@ class HFBackend:
             probs = values.softmax(dim=-1)
             drop = probs.cumsum(dim=-1) - probs >= s.top_p  # keep the token that crosses top_p
             values = values.masked_fill(drop, float("-inf"))
-        choice = torch.multinomial(values.softmax(dim=-1), 1, generator=generator)
+        probs = values.softmax(dim=-1)
+        choice = torch.stack([torch.multinomial(p, 1, generator=r.generator) for p, r in zip(probs, rows)])
         return candidates.gather(-1, choice).squeeze(-1)
 
     def _finished(self, row: _Row, token: int, s: Sampling) -> bool:
@@ -287,16 +301,20 @@ class HFBackend:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
         return out.logits[:, -1, :], out.past_key_values, mask
 
-    def _admit(self, rows: list[_Row], prompts, s: Sampling, generator):
+    def _admit(self, rows: list[_Row], prompts, s: Sampling):
         """Prefill new rows; return their cache, mask, seen-token table and first sampled tokens."""
         device = self.loaded.device
         logits, cache, mask = self._prefill(rows, prompts, device)
         seen = torch.zeros((len(rows), logits.shape[-1]), dtype=torch.bool, device=device)
         for j, r in enumerate(rows):
             seen[j, torch.tensor(prompts[r.index], device=device)] = True
-        return cache, mask, seen, self._next_tokens(logits, seen, s, generator)
+        return cache, mask, seen, self._next_tokens(logits, seen, s, rows)
 
-    def _decode(self, indices, prompts, caps, s: Sampling, generator, bar):
+    def _generator(self, seed: int) -> torch.Generator:
+        device = self.loaded.device if self.loaded.device != "mps" else "cpu"
+        return torch.Generator(device=device).manual_seed(seed)
+
+    def _decode(self, indices, prompts, caps, seeds, s: Sampling):
         """Yield finished rows, keeping up to `batch_size` sequences in flight."""
         device = self.loaded.device
         # Longest prompts first: later, shorter ones fit inside the cache length already reached.
@@ -310,8 +328,9 @@ class HFBackend:
                     i = pending.popleft()
                     cap = caps[i] or s.max_new_tokens
                     max_new = min(cap, self.context - len(prompts[i]))
-                    new_rows.append(_Row(i, len(prompts[i]), max_new, RepetitionGuard(s.loop_ngram, s.loop_tokens)))
-                new_cache, new_mask, new_seen, tokens = self._admit(new_rows, prompts, s, generator)
+                    guard = RepetitionGuard(s.loop_ngram, s.loop_tokens)
+                    new_rows.append(_Row(i, len(prompts[i]), max_new, guard, self._generator(seeds[i])))
+                new_cache, new_mask, new_seen, tokens = self._admit(new_rows, prompts, s)
                 if cache is None:
                     cache, mask, seen, last = new_cache, new_mask, new_seen, tokens
                 else:
@@ -330,7 +349,7 @@ class HFBackend:
                 )
                 cache, first = out.past_key_values, 0
                 self._steps += 1
-                last = self._next_tokens(out.logits[:, -1, :], seen, s, generator)
+                last = self._next_tokens(out.logits[:, -1, :], seen, s, active)
             rows = torch.arange(first, len(active), device=device)
             seen[rows, last[first:]] = True
             done = [False] * first + [

@@ -24,9 +24,9 @@ def _demo(args) -> int:
     import pandas as pd
 
     from . import text
-    from .records import read_jsonl
     from .backends import ChatRequest, HFBackend, Sampling
     from .models import add_roles, load_base
+    from .records import read_jsonl
 
     start = time.perf_counter()
     loaded = load_base(args.model, quantization=None if args.quantization == "none" else args.quantization)

@@ -38,6 +38,7 @@ class DraftConfig:
 
     per_query: int = 2
     max_tries: int = 20
+    length_biased: bool = True  # length-biased sampling of the drafts before extension
 
 
 @dataclass
@@ -49,6 +50,7 @@ class ExtendConfig:
     min_growth: float = 1.2  # an attempt succeeds when words(best) > min_growth * words(draft)
     max_tries: int = 20
     keep_fraction: float = 2 / 3  # of stage 1's paragraphs kept before stage 2
+    length_biased: bool = True  # length-biased sampling of the extended texts before SFT
 
 
 @dataclass
@@ -72,6 +74,7 @@ class TrainSettings:
     grad_accum: int = 1
     max_seq_len: int = 16384
     gradient_checkpointing: bool = True
+    save_every: int | None = None  # steps between checkpoints (None: at the end of each epoch)
     line_keep_prob: float = 0.8  # random line removal in the Extender's input
 
 
@@ -107,6 +110,7 @@ class Config:
     seeds: tuple[str, ...] = (str(DATA / "seed_en.jsonl"), str(DATA / "seed_zh.jsonl"))
     held_out: tuple[str, ...] = (str(DATA / "eval_en.jsonl"),)
     batch_size: int = 32
+    filters: tuple[str, ...] = ("ending", "repetition", "meta")  # applied to drafts and extensions
     chunk: int = 128  # work items per generation call; a killed run redoes at most one chunk
     sampling: Sampling = field(default_factory=Sampling)
     queries: QueryConfig = field(default_factory=QueryConfig)
@@ -124,11 +128,11 @@ class Config:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Config":
+    def from_dict(cls, data: dict) -> Config:
         return _build(cls, data, "config")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Config":
+    def load(cls, path: str | Path) -> Config:
         return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
 
 
@@ -181,12 +185,15 @@ PRESETS: dict[str, dict] = {
     "smoke": {
         "iterations": 2, "languages": ["en"], "seeds": [str(DATA / "seed_en.jsonl")], "batch_size": 8,
         "chunk": 16, "quantization": None,
+        # 96-token answers are cut short: keep them anyway so every step has data to work on.
+        "filters": ["repetition", "meta"],
         "sampling": {"max_new_tokens": 96},
-        "queries": {"per_iteration": 4, "max_tries": 2, "max_new_tokens": 64},
-        "drafts": {"per_query": 1, "max_tries": 2},
-        "extend": {"attempts": 1, "micro_rounds": 1, "max_tries": 1, "min_growth": 1.0},
+        "queries": {"per_iteration": 6, "max_tries": 5, "max_new_tokens": 64},
+        # With a handful of texts, length-biased sampling would drop nearly all of them.
+        "drafts": {"per_query": 1, "max_tries": 2, "length_biased": False},
+        "extend": {"attempts": 1, "micro_rounds": 1, "max_tries": 1, "min_growth": 1.0, "length_biased": False},
         "lora": {"r": 4, "alpha": 8},
-        "train": {"epochs": 1, "lr": 5e-4, "max_seq_len": 512},
+        "train": {"epochs": 2, "lr": 5e-4, "max_seq_len": 512, "save_every": 1},
         "final": {"harvest_per_query": 1, "min_words": 1, "max_words": 100000},
         "eval": {"prompts": 2, "max_new_tokens": 64},
     },
@@ -223,9 +230,12 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def preset(name: str, **changes) -> Config:
-    """The configuration of a named preset, with optional changes (dotted keys allowed)."""
-    if name not in PRESETS:
-        raise ValueError(f"Unknown preset '{name}'; choose one of {sorted(PRESETS)}.")
-    config = merge(Config(name=name), PRESETS[name])
+def preset(preset_name: str, **changes) -> Config:
+    """The configuration of a named preset, with optional changes (dotted keys allowed).
+
+    The run is named after the preset unless `name=` is among the changes.
+    """
+    if preset_name not in PRESETS:
+        raise ValueError(f"Unknown preset '{preset_name}'; choose one of {sorted(PRESETS)}.")
+    config = merge(Config(name=preset_name), PRESETS[preset_name])
     return merge(config, changes) if changes else config

@@ -10,24 +10,28 @@ import random
 from dataclasses import dataclass, field
 
 from . import prompts, text
-from .backends import ChatRequest, Sampling
+from .backends import ChatRequest, Sampling, derive_seed
 from .config import ExtendConfig
 
 
-def draft_round(backend, items: list[dict], role: str | None, sampling: Sampling, seed: int) -> list[dict]:
-    """One try at a draft for each item ({"id", "query", "lang"}): the raw query as the user message.
+def draft_round(
+    backend, items: list[dict], role: str | None, sampling: Sampling, filters=text.FILTERS, desc: str = "drafts"
+) -> list[dict]:
+    """One try at a draft for each item ({"id", "query", "lang", "seed"}): the raw query as the user message.
 
     Returns one outcome per item: the text, its word count, token count, finish reason and the
     names of the failed filters (empty when the draft is usable).
     """
-    reqs = [ChatRequest([{"role": "user", "content": it["query"]}], role=role, id=it["id"]) for it in items]
-    outs = backend.generate(reqs, sampling, seed=seed, desc="drafts")
-    return [_outcome(o.text, it["lang"], o.tokens, o.finish_reason) for it, o in zip(items, outs)]
+    reqs = [ChatRequest([{"role": "user", "content": it["query"]}], role=role, id=it["id"], seed=it.get("seed"))
+            for it in items]
+    outs = backend.generate(reqs, sampling, desc=desc)
+    return [outcome(o.text, it["lang"], o.tokens, o.finish_reason, filters) for it, o in zip(items, outs)]
 
 
-def _outcome(body: str, lang: str, tokens: int, finish: str) -> dict:
-    failed = text.check_filters(body, lang) if body.strip() else ["empty"]
-    if finish == "repetition" and "repetition" not in failed:
+def outcome(body: str, lang: str, tokens: int, finish: str, filters=text.FILTERS) -> dict:
+    """A generated text with its counts and the filters (among `filters`) it fails."""
+    failed = [f for f in text.check_filters(body, lang) if f in filters] if body.strip() else ["empty"]
+    if finish == "repetition" and "repetition" in filters and "repetition" not in failed:
         failed.append("repetition")
     return {"text": body, "words": text.count_words(body), "tokens": tokens, "finish": finish, "failed": failed}
 
@@ -50,9 +54,9 @@ class Attempt:
 
 
 def extension_round(
-    backend, items: list[dict], role: str | None, cfg: ExtendConfig, sampling: Sampling, seed: int
+    backend, items: list[dict], role: str | None, cfg: ExtendConfig, sampling: Sampling, filters=text.FILTERS
 ) -> list[dict]:
-    """One try of an extension attempt for each item ({"id", "query", "lang", "text"}: the draft).
+    """One try of an extension attempt for each item ({"id", "query", "lang", "text": the draft, "seed"}).
 
     Up to `cfg.micro_rounds` micro-rounds, batched across items. In each: stage 1 extends the
     first half of the current text; its first two thirds are kept and pre-filled into stage 2,
@@ -66,21 +70,21 @@ def extension_round(
             break
         stage1 = [
             ChatRequest([{"role": "user", "content": prompts.extension_prompt(a.item["query"], text.first_half(a.cur),
-                                                                            a.item["lang"])}], role=role)
+                                                                            a.item["lang"])}], role=role,
+                        seed=_sub_seed(a.item, r, 1))
             for a in live
         ]
-        outs1 = backend.generate(stage1, sampling, seed=seed + 2 * r, desc=f"extend {r + 1}/{cfg.micro_rounds} stage 1")
+        outs1 = backend.generate(stage1, sampling, desc=f"extend {r + 1}/{cfg.micro_rounds} stage 1")
         kept = [keep_fraction(o.text, cfg.keep_fraction) for o in outs1]
         stage2 = [
             ChatRequest([{"role": "user", "content": prompts.extension_prompt(a.item["query"], a.cur, a.item["lang"])}],
-                        prefill=k + "\n\n" if k else "", role=role)
+                        prefill=k + "\n\n" if k else "", role=role, seed=_sub_seed(a.item, r, 2))
             for a, k in zip(live, kept)
         ]
-        outs2 = backend.generate(stage2, sampling, seed=seed + 2 * r + 1,
-                                 desc=f"extend {r + 1}/{cfg.micro_rounds} stage 2")
+        outs2 = backend.generate(stage2, sampling, desc=f"extend {r + 1}/{cfg.micro_rounds} stage 2")
         for a, k, o1, o2 in zip(live, kept, outs1, outs2):
             candidate = (k + "\n\n" + o2.text.lstrip("\n") if k else o2.text).strip()
-            failed = _outcome(candidate, a.item["lang"], o2.tokens, o2.finish_reason)["failed"]
+            failed = outcome(candidate, a.item["lang"], o2.tokens, o2.finish_reason, filters)["failed"]
             words, best_words = text.count_words(candidate), text.count_words(a.best)
             accepted = not failed and words > best_words
             a.rounds.append({"stage1_words": text.count_words(o1.text), "kept_words": text.count_words(k),
@@ -97,6 +101,13 @@ def extension_round(
             "ok": best_words > cfg.min_growth * draft_words,
         })
     return results
+
+
+def _sub_seed(item: dict, micro_round: int, stage: int) -> int | None:
+    """The seed of one generation call of an attempt, derived from the attempt's own seed."""
+    if item.get("seed") is None:
+        return None
+    return derive_seed(item["seed"], micro_round, stage)
 
 
 def keep_fraction(body: str, fraction: float) -> str:

@@ -202,16 +202,18 @@ def save_roles(loaded: LoadedModel, folder: str | os.PathLike, roles=ROLES) -> P
 @contextlib.contextmanager
 def use_role(model, role: str | None):
     """Run a block with one role's adapter active, or the plain base for role None/'base'."""
-    peft_config = getattr(model, "peft_config", None)
+    from peft import PeftModel
+
+    is_peft = isinstance(model, PeftModel)
     if role in (None, BASE):
-        if peft_config:
+        if is_peft:
             with model.disable_adapter():
                 yield model
         else:
             yield model
         return
-    if not peft_config or role not in peft_config:
-        known = sorted(peft_config or {})
+    if not is_peft or role not in model.peft_config:
+        known = sorted(model.peft_config) if is_peft else []
         raise ModelError(f"Unknown role '{role}': this model has adapters {known}. Call add_roles() or load_roles().")
     previous = model.active_adapter
     model.set_adapter(role)

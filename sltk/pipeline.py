@@ -20,17 +20,14 @@ import time
 from pathlib import Path
 
 from . import lengthen, records, sft, text
+from .backends import derive_seed
 from .config import Config
-from .models import ROLES, LoadedModel, add_roles, load_base, load_roles, lora_config
+from .models import ROLES, LoadedModel, add_roles, load_base, load_roles, lora_config, save_roles
 from .queries import Deduper, synthesize_round
 
 
 def _rng(*parts) -> random.Random:
-    return random.Random("-".join(map(str, parts)))
-
-
-def _seed(*parts) -> int:
-    return _rng(*parts).randrange(2**31)
+    return random.Random(derive_seed(*parts))
 
 
 def _chunks(items: list, size: int):
@@ -138,38 +135,44 @@ class Pipeline:
         self._timed(f"iter_{k}/queries", lambda: self._queries(k))
 
     def _queries(self, k: int) -> dict:
+        """Rounds of self-instruct until each language has its share or the tries are used up.
+
+        A round is one generation call per language; its accepted queries are appended in one
+        write and carry the round number, so a resumed run knows which rounds are complete.
+        """
         c, q = self.config, self.config.queries
         path, stats_path = self.dir(k) / "queries.jsonl", self.dir(k) / "queries.stats.json"
         have = records.read_jsonl(path, repair_tail=True) if path.exists() else []
-        stats = json.loads(stats_path.read_text()) if stats_path.exists() else {"rounds": 0, "by_round": []}
+        stats = json.loads(stats_path.read_text()) if stats_path.exists() else {"by_round": []}
         seeds = [r for f in c.seeds for r in records.read_jsonl(f)]
         dedup = Deduper(q.near_duplicate)
         for r in seeds + [r for f in c.held_out for r in records.read_jsonl(f)] + self._all_queries(k) + have:
             dedup.add(r["query"])
-        per_lang = {lang: q.per_iteration // len(c.languages) + (i < q.per_iteration % len(c.languages))
-                    for i, lang in enumerate(c.languages)}
-        while stats["rounds"] < q.max_tries:
-            counts = {lang: sum(r["lang"] == lang for r in have) for lang in c.languages}
-            open_slots = {lang: per_lang[lang] - counts[lang] for lang in c.languages if counts[lang] < per_lang[lang]}
-            if not open_slots:
-                break
-            for lang, slots in open_slots.items():
+        share = {lang: q.per_iteration // len(c.languages) + (i < q.per_iteration % len(c.languages))
+                 for i, lang in enumerate(c.languages)}
+        for round_ in range(q.max_tries):
+            for lang in c.languages:
+                count = sum(r["lang"] == lang for r in have)
+                finished = any(r["round"] == round_ and r["lang"] == lang for r in stats["by_round"]) or any(
+                    r.get("round", -1) >= round_ and r["lang"] == lang for r in have)
+                if finished or count >= share[lang]:
+                    continue
                 pool = [s["query"] for s in seeds if s.get("lang", "en") == lang]
                 if q.grow_seed_pool:
                     pool += [r["query"] for r in self._all_queries(k) + have if r["lang"] == lang]
-                for i, chunk in enumerate(_chunks(list(range(slots)), c.chunk)):
-                    tag = (c.seed, k, "queries", lang, stats["rounds"], i)
-                    accepted, rs = synthesize_round(self.backend, pool, len(chunk), lang, q, c.sampling, dedup,
-                                                    _rng(*tag), _seed(*tag))
-                    new = [{"id": f"i{k}-{lang}-q{counts[lang] + j:05d}", "lang": lang, "query": text_}
-                           for j, text_ in enumerate(accepted)]
-                    records.append_jsonl(path, new)
-                    have += new
-                    counts[lang] += len(new)
-                    stats["by_round"].append({"round": stats["rounds"], "lang": lang, **rs})
-                    records.write_json(stats_path, stats)
-            stats["rounds"] += 1
-            records.write_json(stats_path, stats)
+                slot_seeds = [derive_seed(c.seed, k, "queries", lang, round_, j) for j in range(share[lang] - count)]
+                accepted, rs = synthesize_round(self.backend, pool, slot_seeds, lang, q, c.sampling, dedup)
+                new = [{"id": f"i{k}-{lang}-q{count + j:05d}", "lang": lang, "query": text_, "round": round_}
+                       for j, text_ in enumerate(accepted)]
+                records.append_jsonl(path, new)
+                have += new
+                stats["by_round"].append({"round": round_, "lang": lang, **rs})
+                records.write_json(stats_path, stats)
+        if not have:
+            raise RuntimeError(
+                f"Iteration {k}: no query was accepted in {q.max_tries} rounds (see {stats_path}). "
+                "Raise queries.max_tries, or switch the judge off with queries.judge=false for a weak base model."
+            )
         return {"records": len(have)}
 
     def _all_queries(self, k: int) -> list[dict]:
@@ -189,29 +192,39 @@ class Pipeline:
                      for r in qs for j in range(self.config.drafts.per_query)]
             if k > 1:
                 self.roles_of(k - 1)
+            role = self.role(k, "generator")
             return self._retrying(items, self.dir(k) / "drafts.jsonl", self.config.drafts.max_tries,
-                                  lambda chunk, seed: lengthen.draft_round(self.backend, chunk, self.role(k, "generator"),
-                                                                            self.config.sampling, seed),
-                                  tag=(k, "drafts"))
+                                  lambda chunk: lengthen.draft_round(self.backend, chunk, role, self.config.sampling,
+                                                                     self.config.filters))
         self._timed(f"iter_{k}/drafts", run)
 
-    def _retrying(self, items: list[dict], path: Path, max_tries: int, attempt, tag) -> dict:
-        """Run `attempt` on chunks of items until each succeeds or runs out of tries; append outcomes.
+    def _retrying(self, items: list[dict], path: Path, max_tries: int, attempt) -> dict:
+        """Run `attempt` on chunks of items until each passes or runs out of tries.
 
-        An outcome is final when it passes (no failed filter / `ok`) or when its tries are used
-        up; only final outcomes are written, so a resumed run redoes at most one chunk.
+        Each try of each item has its own seed (from the run seed, the item id and the try
+        number), so what an item gets does not depend on the chunk it landed in. A final outcome
+        (passed, or tries used up) goes to `path`; a failed try that will be retried goes to
+        `<path>.tries.jsonl`, so a resumed run continues each item at the same try.
         """
+        log = path.with_suffix(".tries.jsonl")
         done = {r["id"] for r in records.read_jsonl(path, repair_tail=True)} if path.exists() else set()
-        pending = [it for it in items if it["id"] not in done]
+        records.append_jsonl(path, [])  # the file exists even when there is nothing to do
+        past = records.read_jsonl(log, repair_tail=True) if log.exists() else []
         tries: dict[str, int] = {}
         rejected: dict[str, dict] = {}
-        round_ = 0
+        for r in past:
+            tries[r["id"]] = tries.get(r["id"], 0) + 1
+            for f in r["failed"]:
+                rejected.setdefault(r["id"], {}).setdefault(f, 0)
+                rejected[r["id"]][f] += 1
+        pending = [it for it in items if it["id"] not in done]
         while pending:
             retry = []
-            for i, chunk in enumerate(_chunks(pending, self.config.chunk)):
-                outs = attempt(chunk, _seed(self.config.seed, *tag, round_, i))
-                final = []
-                for it, out in zip(chunk, outs):
+            for chunk in _chunks(pending, self.config.chunk):
+                seeded = [{**it, "seed": derive_seed(self.config.seed, it["id"], tries.get(it["id"], 0))}
+                          for it in chunk]
+                final, failed_tries = [], []
+                for it, out in zip(seeded, attempt(seeded)):
                     tries[it["id"]] = tries.get(it["id"], 0) + 1
                     failed = out.get("failed") or ([] if out.get("ok", True) else ["growth"])
                     for f in failed:
@@ -221,27 +234,29 @@ class Pipeline:
                         final.append({**it, **out, "ok": not failed, "tries": tries[it["id"]],
                                       "rejected": rejected.get(it["id"], {})})
                     else:
+                        failed_tries.append({"id": it["id"], "try": tries[it["id"]], "failed": failed})
                         retry.append(it)
+                records.append_jsonl(log, failed_tries)
                 records.append_jsonl(path, final)
-            pending, round_ = retry, round_ + 1
+            pending = [{k: v for k, v in it.items() if k != "seed"} for it in retry]
         return {"records": len(items)}
 
     # -- step 3 and 4: selection and extension ------------------------------------------------
     def extend(self, k: int) -> None:
         def run():
             drafts = [r for r in records.read_jsonl(self.dir(k) / "drafts.jsonl") if r["ok"]]
-            kept = lengthen.select_by_length(drafts, _rng(self.config.seed, k, "select-drafts"))
+            kept = (lengthen.select_by_length(drafts, _rng(self.config.seed, k, "select-drafts"))
+                    if self.config.drafts.length_biased else drafts)
             e = self.config.extend
             items = [{"id": f"{d['id']}-e{a}", "draft_id": d["id"], "query_id": d["query_id"], "query": d["query"],
                       "lang": d["lang"], "draft": d["text"]} for d in kept for a in range(e.attempts)]
             if k > 1:
                 self.roles_of(k - 1)
 
-            def attempt(chunk, seed):
-                outs = lengthen.extension_round(self.backend, [{**it, "text": it["draft"]} for it in chunk],
-                                                self.role(k, "extender"), e, self.config.sampling, seed)
-                return outs
-            info = self._retrying(items, self.dir(k) / "extended.jsonl", e.max_tries, attempt, tag=(k, "extend"))
+            def attempt(chunk):
+                return lengthen.extension_round(self.backend, [{**it, "text": it["draft"]} for it in chunk],
+                                                self.role(k, "extender"), e, self.config.sampling, self.config.filters)
+            info = self._retrying(items, self.dir(k) / "extended.jsonl", e.max_tries, attempt)
             return {**info, "drafts_ok": len(drafts), "drafts_kept": len(kept)}
         self._timed(f"iter_{k}/extended", run)
 
@@ -249,7 +264,8 @@ class Pipeline:
     def sft(self, k: int) -> None:
         def run():
             ext = [r for r in records.read_jsonl(self.dir(k) / "extended.jsonl") if r["ok"]]
-            kept = lengthen.select_by_length(ext, _rng(self.config.seed, k, "select-extended"))
+            kept = (lengthen.select_by_length(ext, _rng(self.config.seed, k, "select-extended"))
+                    if self.config.extend.length_biased else ext)
             rng = _rng(self.config.seed, k, "line-removal")
             gen = [sft.generator_record(r["query"], r["text"], id=r["id"]) for r in kept]
             extd = [sft.extender_record(r["query"], r["draft"], r["text"], r["lang"], rng,
@@ -266,10 +282,14 @@ class Pipeline:
 
             self.roles_of(k - 1)
             data = records.read_jsonl(self.dir(k) / f"sft_{role}.jsonl")
+            if not data:  # nothing survived this iteration: the role goes on unchanged
+                save_roles(self.loaded, self.dir(k) / "adapters", roles=(role,))
+                return {"records": 0, "skipped": "no training data"}
             t = self.config.train
             cfg = TrainConfig(epochs=t.epochs, lr=t.lr, warmup_ratio=t.warmup_ratio, batch_size=t.batch_size,
                               grad_accum=t.grad_accum, max_seq_len=t.max_seq_len,
-                              gradient_checkpointing=t.gradient_checkpointing, seed=self.config.seed + k)
+                              gradient_checkpointing=t.gradient_checkpointing, save_every=t.save_every,
+                              seed=self.config.seed + k)
             result = train_role(self.loaded, role, data, self.dir(k) / "adapters" / role, cfg,
                                 resume=True, progress=self.progress)
             return {"records": len(data), "final_loss": result.get("final_loss")}
@@ -296,8 +316,8 @@ class Pipeline:
             items = [{"id": f"{r['id']}-h{j}", "query_id": r["id"], "query": r["query"], "lang": r["lang"]}
                      for r in qs for j in range(c.final.harvest_per_query)]
             return self._retrying(items, out / "harvest.jsonl", c.drafts.max_tries,
-                                  lambda chunk, seed: lengthen.draft_round(self.backend, chunk, "generator",
-                                                                            c.sampling, seed), tag=("harvest",))
+                                  lambda chunk: lengthen.draft_round(self.backend, chunk, "generator", c.sampling,
+                                                                     c.filters, desc="harvest"))
 
         def dataset():
             pool = []
@@ -330,15 +350,16 @@ class Pipeline:
             name = f"generator_iter_{k}" if k else "base"
             path = self.folder / "eval" / f"{name}.jsonl"
 
-            def run(k=k, path=path):
+            def run(k=k, path=path, name=name):
                 done = {r["id"] for r in records.read_jsonl(path, repair_tail=True)} if path.exists() else set()
                 pending = [p for p in prompts if p["id"] not in done]
                 if k:
                     self.roles_of(k)
-                for i, chunk in enumerate(_chunks(pending, c.chunk)):
+                for chunk in _chunks(pending, c.chunk):
+                    # the same seed per prompt for every model: differences come from the model alone
                     reqs = [ChatRequest([{"role": "user", "content": p["query"]}], role="generator" if k else None,
-                                        id=p["id"]) for p in chunk]
-                    outs = self.backend.generate(reqs, sampling, seed=_seed(c.seed, "eval", i), desc=f"eval {name}")
+                                        id=p["id"], seed=derive_seed(c.seed, "eval", p["id"])) for p in chunk]
+                    outs = self.backend.generate(reqs, sampling, desc=f"eval {name}")
                     records.append_jsonl(path, [{"id": o.id, "text": o.text, "tokens": o.tokens,
                                                  "finish": o.finish_reason, "words": text.count_words(o.text)}
                                                 for o in outs])

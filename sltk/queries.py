@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from . import prompts, text
-from .backends import ChatRequest, Sampling
+from .backends import ChatRequest, Sampling, derive_seed
 from .config import QueryConfig
 
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
@@ -62,39 +62,36 @@ class Deduper:
         return any(n / len(s | self.sets[k]) >= self.threshold for k, n in overlap.items())
 
 
-def candidate_requests(pool: list[str], n: int, lang: str, examples: int, rng: random.Random) -> list[ChatRequest]:
-    """`n` self-instruct requests, each showing `examples` queries drawn from `pool`."""
+def candidate_requests(pool: list[str], seeds: list[int], lang: str, examples: int) -> list[ChatRequest]:
+    """One self-instruct request per slot seed, each showing `examples` queries drawn from `pool`."""
     out = []
-    for _ in range(n):
-        shown = rng.sample(pool, min(examples, len(pool)))
+    for seed in seeds:
+        shown = random.Random(seed).sample(pool, min(examples, len(pool)))
         messages, prefill = prompts.self_instruct_messages(shown, lang)
-        out.append(ChatRequest(messages, prefill=prefill, role=None))
+        out.append(ChatRequest(messages, prefill=prefill, role=None, seed=seed))
     return out
 
 
 def synthesize_round(
     backend,
     pool: list[str],
-    slots: int,
+    slot_seeds: list[int],
     lang: str,
     cfg: QueryConfig,
     sampling: Sampling,
     dedup: Deduper,
-    rng: random.Random,
-    seed: int,
 ) -> tuple[list[str], dict]:
-    """One try for each of `slots` open slots: generate, bound, deduplicate, judge.
+    """One try for each open slot (one seed each): generate, bound, deduplicate, judge.
 
     Returns the accepted queries (already added to `dedup`) and the counts of this round.
     """
     stop = (prompts.SELF_INSTRUCT_STOP[lang], *sampling.stop)
     gen = sampling.with_(max_new_tokens=cfg.max_new_tokens, stop=stop)
-    reqs = candidate_requests(pool, slots, lang, cfg.examples, rng)
-    outs = backend.generate(reqs, gen, seed=seed, desc=f"queries ({lang})")
-    stats = {"candidates": slots, "empty": 0, "bounds": 0, "duplicates": 0, "judged": 0, "judged_yes": 0,
+    outs = backend.generate(candidate_requests(pool, slot_seeds, lang, cfg.examples), gen, desc=f"queries ({lang})")
+    stats = {"candidates": len(slot_seeds), "empty": 0, "bounds": 0, "duplicates": 0, "judged": 0, "judged_yes": 0,
              "judge_unclear": 0, "accepted": 0}
     survivors, this_round = [], Deduper(dedup.threshold)
-    for out in outs:
+    for out, seed in zip(outs, slot_seeds):
         q = prompts.parse_instruction(out.text, lang)
         words = text.count_words(q)
         if not q:
@@ -105,10 +102,11 @@ def synthesize_round(
             stats["duplicates"] += 1
         else:
             this_round.add(q)
-            survivors.append(q)
-    verdicts = judge(backend, survivors, lang, seed) if cfg.judge else [True] * len(survivors)
+            survivors.append((q, seed))
+    verdicts = (judge(backend, [q for q, _ in survivors], lang, sampling, [derive_seed(s, "judge") for _, s in survivors])
+                if cfg.judge else [True] * len(survivors))
     accepted = []
-    for q, verdict in zip(survivors, verdicts):
+    for (q, _), verdict in zip(survivors, verdicts):
         stats["judged"] += cfg.judge
         stats["judged_yes"] += bool(verdict) and cfg.judge
         stats["judge_unclear"] += verdict is None
@@ -119,11 +117,16 @@ def synthesize_round(
     return accepted, stats
 
 
-def judge(backend, queries: list[str], lang: str, seed: int = 0) -> list[bool | None]:
-    """The base model's yes/no verdict on each query's suitability for a long text (None: unclear)."""
+def judge(backend, queries: list[str], lang: str, sampling: Sampling | None = None,
+          seeds: list[int] | None = None) -> list[bool | None]:
+    """The base model's yes/no verdict on each query's suitability for a long text (None: unclear).
+
+    The answer is sampled with the loop's settings, as every call of the method is.
+    """
     if not queries:
         return []
-    reqs = [ChatRequest(prompts.judge_messages(q, lang), role=None) for q in queries]
-    outs = backend.generate(reqs, Sampling(temperature=0, max_new_tokens=8, stop=(), loop_tokens=0),
-                            seed=seed, desc="judge")
+    seeds = seeds or [derive_seed(q, "judge") for q in queries]
+    reqs = [ChatRequest(prompts.judge_messages(q, lang), role=None, seed=s) for q, s in zip(queries, seeds)]
+    settings = (sampling or Sampling()).with_(max_new_tokens=8, stop=(), loop_tokens=0)
+    outs = backend.generate(reqs, settings, desc="judge")
     return [prompts.parse_yes_no(o.text, lang) for o in outs]

@@ -23,6 +23,7 @@ import random
 import re
 import shutil
 import time
+from array import array
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -253,13 +254,15 @@ def evaluate(loaded: LoadedModel, role: str | None, records, max_seq_len: int = 
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    with use_role(model, role):
-        for batch in make_batches([len(e.input_ids) for e in examples], batch_size):
-            chunk = [examples[i] for i in batch]
-            n = sum(e.targets for e in chunk)
-            total += float(_batch_loss(model, collate(chunk, pad_id, device), None, trim)) * n
-            count += n
-    model.train(was_training)
+    try:
+        with use_role(model, role):
+            for batch in make_batches([len(e.input_ids) for e in examples], batch_size):
+                chunk = [examples[i] for i in batch]
+                n = sum(e.targets for e in chunk)
+                total += float(_batch_loss(model, collate(chunk, pad_id, device), None, trim)) * n
+                count += n
+    finally:
+        model.train(was_training)
     return total / count
 
 
@@ -356,7 +359,8 @@ def is_complete(out_dir: str | os.PathLike) -> bool:
 def _fingerprint(examples: list[Example], config: TrainConfig, role: str) -> str:
     digest = hashlib.sha256(json.dumps([role, {k: getattr(config, k) for k in _RESULT_FIELDS}]).encode())
     for e in examples:
-        digest.update(json.dumps([e.input_ids, e.labels]).encode())
+        digest.update(array("q", e.input_ids).tobytes())
+        digest.update(array("q", e.labels).tobytes())
     return digest.hexdigest()
 
 
@@ -510,7 +514,8 @@ def train_role(
             _set_rng_state(state["rng"])
             order = state["order"]
             stats.update({k: state["stats"][k] for k in ("losses", "target_tokens", "tokens", "seconds")})
-            stats["resumed_from_step"] = state["step"]
+            stats.update(steps=state["step"], epochs=state["step"] / steps_per_epoch, resumed_from_step=state["step"],
+                         final_loss=stats["losses"][-1] if stats["losses"] else None)
         loop = _Loop(model, examples, batches, optimizer, scheduler, params, config, _pad_id(loaded.tokenizer))
         loop.run(state["step"] if state else 0, order, total_steps, steps_per_epoch, stats, ckpt,
                  stop_after_steps, _progress(total_steps, stats["resumed_from_step"], role, progress))

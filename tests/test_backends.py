@@ -56,6 +56,19 @@ def test_refilled_batches_match_one_at_a_time(tiny, batch_size):
     assert [c.tokens for c in batched] == [c.tokens for c in sequential]
 
 
+def test_sampled_output_does_not_depend_on_batch_mates(tiny):
+    """Each request samples from its own random stream, so batching and refills change nothing."""
+    caps = [30, 7, 19, 3, 24, 11, 16]
+    sampling = Sampling(max_new_tokens=30, temperature=1.0, top_k=50, top_p=0.95, loop_tokens=0, stop=())
+    one = HFBackend(tiny, batch_size=1, show_progress=False).generate(requests(caps=caps), sampling, seed=4)
+    many = HFBackend(tiny, batch_size=3, show_progress=False).generate(requests(caps=caps), sampling, seed=4)
+    assert [c.text for c in many] == [c.text for c in one]
+    own = [ChatRequest(r.messages, seed=99, max_new_tokens=12) for r in requests()[:2]]
+    a = HFBackend(tiny, show_progress=False).generate(own, sampling, seed=1)
+    b = HFBackend(tiny, show_progress=False).generate(own[::-1], sampling, seed=2)
+    assert [c.text for c in a] == [c.text for c in b[::-1]]
+
+
 def test_same_seed_same_output_other_seed_differs(tiny):
     backend = HFBackend(tiny, batch_size=4, show_progress=False)
     sampling = Sampling(max_new_tokens=20, temperature=1.0, top_p=0.95, top_k=50)

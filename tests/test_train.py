@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import tiny_model
+
 from sltk.backends import ChatRequest, HFBackend, Sampling
 from sltk.models import LoadedModel, add_roles, load_base, load_roles, lora_config
 from sltk.train import (
@@ -17,6 +17,7 @@ from sltk.train import (
     TrainDataError,
     TrainError,
     checkpoint_dir,
+    collate,
     encode_record,
     encode_records,
     epoch_order,
@@ -34,8 +35,8 @@ QA = [
     ("Count to five.", "One, two, three, four, five."),
     ("Describe the sea.", "The sea is wide and grey, and the waves roll in slowly over the pebbles."),
     ("Give a fruit.", "A ripe pear."),
-    ("Tell me about rain.", "Rain falls from clouds. It wets the streets, fills the rivers and feeds the fields "
-                            "where the farmers grow wheat and barley."),
+    ("Tell me about rain.", ("Rain falls from clouds. It wets the streets, fills the rivers and feeds the "
+                             "fields where the farmers grow wheat and barley.")),
 ]
 RECORDS = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in QA]
 GREEDY = Sampling(temperature=0, max_new_tokens=20, stop=(), loop_tokens=0)
@@ -137,6 +138,16 @@ def test_token_mean_loss_weighs_every_token_the_same():
     assert split.item() == pytest.approx(by_hand, rel=1e-5)
 
 
+def test_loss_from_trimmed_logits_matches_the_full_forward(tiny, tokenizer):
+    """Logits are only computed from the first target on; the loss must not change."""
+    examples, _ = encode_records(tokenizer, RECORDS[:3], 1000)
+    batch = collate(examples, tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits = tiny.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    full = token_mean_loss(logits, batch["labels"]).item()
+    assert evaluate(tiny, None, RECORDS[:3], batch_size=3) == pytest.approx(full, rel=1e-5)
+
+
 def test_batches_group_similar_lengths():
     lengths = [50, 10, 40, 12, 11, 45]
     assert make_batches(lengths, 2) == [[1, 4], [3, 2], [5, 0]]
@@ -220,7 +231,7 @@ def test_saved_adapter_loads_and_generates_the_same(tokenizer, tmp_path):
 
     loaded = with_roles(tokenizer)
     out = tmp_path / "iteration-1" / "generator"
-    train_role(loaded, "generator", RECORDS, out, TrainConfig(epochs=4, lr=1e-2, log_every=0), progress=False)
+    train_role(loaded, "generator", RECORDS, out, TrainConfig(epochs=8, lr=1e-2, log_every=0), progress=False)
     assert {"adapter_config.json", "adapter_model.safetensors", MARKER} <= {p.name for p in out.iterdir()}
 
     requests = [ChatRequest(r["messages"][:-1], role="generator") for r in RECORDS[:3]]
@@ -232,6 +243,7 @@ def test_saved_adapter_loads_and_generates_the_same(tokenizer, tmp_path):
     via_roles = load_roles(learnable_tiny(tokenizer), out.parent, roles=["generator"])
     again = HFBackend(via_roles, show_progress=False).generate(requests, GREEDY)
     assert [c.text for c in again] == trained
+    assert evaluate(via_roles, "generator", RECORDS) == pytest.approx(evaluate(loaded, "generator", RECORDS))
 
     plain = learnable_tiny(tokenizer)
     peft_model = PeftModel.from_pretrained(plain.model, str(out))

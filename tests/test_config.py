@@ -1,0 +1,48 @@
+"""The typed configuration: upstream defaults, presets, changes, YAML round trip."""
+
+import pytest
+
+from sltk.config import PRESETS, Config, merge, preset
+
+
+def test_defaults_are_the_upstream_recipe():
+    c = Config()
+    assert (c.queries.per_iteration, c.queries.max_tries, c.queries.min_words, c.queries.max_words) == (5000, 10, 3, 500)
+    assert (c.drafts.per_query, c.drafts.max_tries) == (2, 20)
+    assert (c.extend.attempts, c.extend.micro_rounds, c.extend.min_growth, c.extend.max_tries) == (2, 3, 1.2, 20)
+    assert (c.lora.r, c.lora.alpha, c.lora.dropout, c.lora.target_modules) == (8, 16, 0.0, "all-linear")
+    assert (c.train.epochs, c.train.lr, c.train.warmup_ratio, c.train.batch_size) == (4, 1e-4, 0.1, 1)
+    assert c.train.max_seq_len == 16384 and c.train.line_keep_prob == 0.8
+    assert (c.sampling.temperature, c.sampling.top_p, c.sampling.top_k) == (0.7, 0.8, 20)
+    assert (c.final.min_words, c.final.max_words) == (2000, 8000)
+    assert c.iterations == 3
+
+
+def test_every_preset_builds_and_paper_is_the_default():
+    for name in PRESETS:
+        assert preset(name).name == name
+    assert preset("paper").to_dict() == Config(name="paper").to_dict()
+    demo = preset("cpu-demo")
+    assert demo.iterations >= 2 and demo.languages == ("en",)
+    assert demo.lora.r == 32 and demo.train.epochs == 6
+
+
+def test_changes_with_dotted_keys():
+    c = preset("smoke", **{"train.lr": 3e-4, "iterations": 1})
+    assert c.train.lr == 3e-4 and c.iterations == 1
+    assert c.train.epochs == preset("smoke").train.epochs  # untouched siblings stay
+
+
+def test_unknown_settings_are_named():
+    with pytest.raises(ValueError, match=r"config.train: unknown setting\(s\) \['lrr'\]"):
+        merge(Config(), {"train.lrr": 1})
+    with pytest.raises(ValueError, match="Unknown preset 'fast'"):
+        preset("fast")
+
+
+def test_yaml_round_trip(tmp_path):
+    c = preset("cpu-demo", name="x")
+    c.save(tmp_path / "config.yaml")
+    back = Config.load(tmp_path / "config.yaml")
+    assert back == c
+    assert back.sampling.stop == c.sampling.stop and isinstance(back.sampling.stop, tuple)
