@@ -19,6 +19,8 @@ import random
 import time
 from pathlib import Path
 
+import torch
+
 from . import lengthen, records, sft, text
 from .backends import derive_seed
 from .config import Config
@@ -92,11 +94,12 @@ class Pipeline:
         if self._adapters_of == k:
             return
         lora = lora_config(**vars(self.config.lora))
-        if k == 0:
-            add_roles(self.loaded, lora)
-        else:
-            if not getattr(self.loaded.model, "peft_config", None):
+        # Fresh LoRA weights are random: seed them, so a resumed run starts from the same ones.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.config.seed, "lora-init"))
+            if k == 0 or not getattr(self.loaded.model, "peft_config", None):
                 add_roles(self.loaded, lora)
+        if k > 0:
             load_roles(self.loaded, self.dir(k) / "adapters", trainable=True)
         self._adapters_of = k
 

@@ -93,7 +93,8 @@ def test_kill_during_generation_then_resume(tmp_path, reference):
 
 def test_kill_during_training_then_resume(tmp_path, reference):
     def training(folder):  # a training checkpoint exists and the Generator's adapter is not final
-        return any(folder.glob("iter_1/adapters/generator.ckpt/*")) and "iter_1/train_generator" not in _steps(folder)
+        ckpt = folder / "iter_1/adapters/generator.ckpt/state.pt"
+        return ckpt.exists() and "iter_1/train_generator" not in _steps(folder)
 
     _kill_when(tmp_path, "train", training)
     assert "iter_1/train_generator" not in _steps(tmp_path / "train")

@@ -1,0 +1,49 @@
+"""Run-folder bookkeeping that needs no model: config lock, manifest, torn lines, bad records."""
+
+import json
+
+import pytest
+
+from sltk.config import preset
+from sltk.pipeline import Pipeline
+from sltk.records import append_jsonl, read_jsonl
+
+
+def test_a_run_refuses_another_configuration(tmp_path):
+    Pipeline(preset("smoke"), tmp_path / "r")
+    Pipeline(preset("smoke"), tmp_path / "r")  # the same settings resume
+    with pytest.raises(ValueError, match=r"another configuration \(differs in \['train.lr'\]\)"):
+        Pipeline(preset("smoke", **{"train.lr": 0.1}), tmp_path / "r")
+
+
+def test_manifest_is_rewritten_atomically_and_reloaded(tmp_path):
+    p = Pipeline(preset("smoke"), tmp_path / "r")
+    assert not p.done("iter_1/queries")
+    p.mark("iter_1/queries", records=3)
+    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["steps"]["iter_1/queries"]["records"] == 3
+    assert Pipeline(preset("smoke"), tmp_path / "r").done("iter_1/queries")
+    assert not list((tmp_path / "r").glob("*.tmp"))
+
+
+def test_a_torn_last_line_is_dropped_on_resume(tmp_path):
+    path = tmp_path / "drafts.jsonl"
+    append_jsonl(path, [{"id": "a"}, {"id": "b"}])
+    with open(path, "a") as f:
+        f.write('{"id": "c", "text": "cut sho')  # a writer killed mid-line
+    assert [r["id"] for r in read_jsonl(path, repair_tail=True)] == ["a", "b"]
+    assert path.read_text().endswith("}\n")
+    append_jsonl(path, [{"id": "c"}])
+    assert [r["id"] for r in read_jsonl(path)] == ["a", "b", "c"]
+
+
+def test_a_corrupt_line_in_the_middle_is_named(tmp_path):
+    path = tmp_path / "queries.jsonl"
+    path.write_text('{"id": "a"}\n{"id": oops}\n{"id": "c"}\n')
+    with pytest.raises(ValueError, match=r"queries.jsonl:2: not valid JSON .*fix or remove that line"):
+        read_jsonl(path, repair_tail=True)
+    assert path.read_text().count("\n") == 3  # nothing was removed
+    path.write_text('["not", "an", "object"]\n')
+    with pytest.raises(ValueError, match="queries.jsonl:1: expected a JSON object"):
+        read_jsonl(path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_jsonl(tmp_path / "missing.jsonl")
