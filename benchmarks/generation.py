@@ -70,37 +70,43 @@ def sltk_batch(loaded, requests, sampling: Sampling, seed: int, batch_size: int)
 
 
 def speed(args) -> dict:
-    loaded = sltk.load_base(quantization=args.quantization)
+    """Sequential vs batched tokens/s, for each weight format, in one process."""
     sampling = Sampling(max_new_tokens=args.tokens, stop=(), loop_tokens=0)
     rows = {}
-    rows["sequential (batch 1)"] = sltk_batch(loaded, seed_requests(args.sequential), sampling, 0, 1)
-    for bs in args.batch_sizes:
-        rows[f"sltk batch {bs}"] = sltk_batch(loaded, seed_requests(bs), sampling, 0, bs)
-        rows[f"generate() batch {bs}"] = static_batch(loaded, seed_requests(bs), sampling, 0)
-    return {"quantization": args.quantization, "max_new_tokens": args.tokens, "rows": rows}
+    for fmt in args.formats:
+        quantization, dtype = ("nf4", torch.bfloat16) if fmt == "nf4" else (None, getattr(torch, fmt))
+        loaded = sltk.load_base(quantization=quantization, dtype=dtype)
+        rows[f"{fmt}: sequential (batch 1)"] = sltk_batch(loaded, seed_requests(args.sequential), sampling, 0, 1)
+        for bs in args.batch_sizes:
+            rows[f"{fmt}: sltk batch {bs}"] = sltk_batch(loaded, seed_requests(bs), sampling, 0, bs)
+            if args.compare:
+                rows[f"{fmt}: generate() batch {bs}"] = static_batch(loaded, seed_requests(bs), sampling, 0)
+    return {"max_new_tokens": args.tokens, "rows": rows}
 
 
 def runaway(args) -> dict:
-    loaded = sltk.load_base(quantization=args.quantization)
+    loaded = sltk.load_base(quantization=None)
     requests = seed_requests(24)
     sampling = Sampling(max_new_tokens=2048)
     rows = {
         "generate() static batch of 24, no guard": static_batch(loaded, requests, sampling, 0),
         "sltk, refill + repetition guard": sltk_batch(loaded, requests, sampling, 0, 24),
     }
-    return {"quantization": args.quantization, "max_new_tokens": 2048, "rows": rows}
+    return {"format": "bfloat16", "max_new_tokens": 2048, "rows": rows}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=["speed", "runaway"])
-    p.add_argument("--quantization", default=None, choices=[None, "nf4"], type=lambda s: None if s == "none" else s)
+    p.add_argument("--formats", nargs="+", default=["bfloat16", "float32", "nf4"],
+                   help="weight formats to time: bfloat16, float32 (unquantised) and nf4 (4-bit, bf16 compute)")
     p.add_argument("--tokens", type=int, default=256)
     p.add_argument("--sequential", type=int, default=4)
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[32])
+    p.add_argument("--compare", action="store_true", help="also time transformers' generate() on the same batch")
     args = p.parse_args()
     result = {"machine": machine(), "mode": args.mode, **(speed(args) if args.mode == "speed" else runaway(args))}
-    out = HERE / "results" / f"{args.mode}-{args.quantization or 'bf16'}.json"
+    out = HERE / "results" / f"{args.mode}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"\n{result['machine']}\n")

@@ -1,8 +1,14 @@
+# ruff: noqa: E402
 """sltk: the Self-Lengthen toolkit.
 
 Teach an instruct model to write long texts from its own knowledge: a Generator drafts, an
 Extender lengthens, and the longer texts train both roles again, iteration after iteration.
 """
+
+import logging
+
+# bitsandbytes warns at import that an optional CPU kernel package is missing; sltk does not use it.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 from .backends import ChatRequest, Completion, HFBackend, PromptError, Sampling
 from .embedded import EmbeddedModelError

@@ -118,3 +118,20 @@ def markdown(table) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines) + "\n"
+
+
+def iteration_table(stats: list[dict]):
+    """One row per iteration: counts through the steps, acceptance, growth and minutes per step."""
+    import pandas as pd
+
+    rows = []
+    for s in stats:
+        q, d, e = s["queries"], s["drafts"], s["extension"]
+        rows.append({
+            "iter": s["iteration"], "queries": q["accepted"], "judge_yes": q["judge_yes_rate"],
+            "drafts_ok": f"{d['ok']}/{d['items']}", "draft_words": d["words"]["mean"],
+            "ext_ok": f"{e['ok']}/{e['attempts']}", "ext_rate": e["acceptance_rate"],
+            "growth": e["growth"]["mean"], "ext_words": e["words"]["mean"], "sft": s["sft_records"],
+            "minutes": round(sum(v or 0 for v in s["seconds"].values()) / 60, 1),
+        })
+    return pd.DataFrame(rows)

@@ -298,7 +298,9 @@ class HFBackend:
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+        )
         return out.logits[:, -1, :], out.past_key_values, mask
 
     def _admit(self, rows: list[_Row], prompts, s: Sampling):

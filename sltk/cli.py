@@ -28,12 +28,12 @@ def _demo(args) -> int:
     from .models import add_roles, load_base
     from .records import read_jsonl
 
+    seeds = read_jsonl(Path(args.seeds))[: args.n]
     start = time.perf_counter()
     loaded = load_base(args.model, quantization=None if args.quantization == "none" else args.quantization)
     add_roles(loaded)
     print(f"loaded {loaded.source} ({loaded.quantization or 'unquantised'}, {loaded.dtype}, {loaded.device}) "
           f"with roles {loaded.roles} in {time.perf_counter() - start:.1f} s")
-    seeds = read_jsonl(Path(args.seeds))[: args.n]
     requests = [ChatRequest([{"role": "user", "content": s["query"]}], role="generator", id=s["id"]) for s in seeds]
     backend = HFBackend(loaded, batch_size=args.batch_size)
     results = backend.generate(requests, Sampling(max_new_tokens=args.max_new_tokens), seed=args.seed, desc="drafts")
@@ -60,7 +60,7 @@ def _parse_value(raw: str):
 
 
 def _run(args) -> int:
-    from .analysis import markdown
+    from .analysis import iteration_table, markdown
     from .config import Config, preset
     from .pipeline import Pipeline
 
@@ -81,7 +81,11 @@ def _run(args) -> int:
     pipeline = Pipeline(config, folder)
     pipeline.run()
     table = pipeline.evaluate()
+    stats = [pipeline.stats(k) for k in range(1, config.iterations + 1)]
     print(f"\nrun {folder} finished in {time.perf_counter() - start:.0f} s\n")
+    print("Iterations (counts through the steps; growth = mean words(extended) / words(draft) of accepted ones):")
+    print(markdown(iteration_table(stats)))
+    print(f"Held-out prompts ({folder / 'eval' / 'growth.csv'}): base model vs each iteration's Generator")
     print(markdown(table))
     return 0
 

@@ -67,7 +67,7 @@ class LoraSettings:
 class TrainSettings:
     """SFT of each role (METHOD 1.2.6): cosine schedule, 10% warm-up, batch 1, token-mean loss."""
 
-    epochs: float = 4
+    epochs: int = 4
     lr: float = 1e-4
     warmup_ratio: float = 0.1
     batch_size: int = 1

@@ -325,7 +325,8 @@ class Pipeline:
         def dataset():
             pool = []
             for j in range(1, K + 1):
-                pool += records.read_jsonl(self.dir(j) / "drafts.jsonl") + records.read_jsonl(self.dir(j) / "extended.jsonl")
+                for name in ("drafts.jsonl", "extended.jsonl"):
+                    pool += records.read_jsonl(self.dir(j) / name)
             pool += records.read_jsonl(out / "harvest.jsonl")
             pool = [r for r in pool if r["ok"]]
             final = sft.final_records(pool, c.final.min_words, c.final.max_words, _rng(c.seed, "final"))

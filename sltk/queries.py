@@ -103,8 +103,9 @@ def synthesize_round(
         else:
             this_round.add(q)
             survivors.append((q, seed))
-    verdicts = (judge(backend, [q for q, _ in survivors], lang, sampling, [derive_seed(s, "judge") for _, s in survivors])
-                if cfg.judge else [True] * len(survivors))
+    queries = [q for q, _ in survivors]
+    judge_seeds = [derive_seed(s, "judge") for _, s in survivors]
+    verdicts = judge(backend, queries, lang, sampling, judge_seeds) if cfg.judge else [True] * len(queries)
     accepted = []
     for (q, _), verdict in zip(survivors, verdicts):
         stats["judged"] += cfg.judge

@@ -13,7 +13,6 @@ the text of the record always satisfies its own constraint.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -262,12 +261,11 @@ def final_records(
 
 
 def write_jsonl(records: Iterable[dict], path: str | os.PathLike) -> Path:
-    """Write records, one JSON object a line (UTF-8, non-ASCII kept as is); overwrites ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    return path
+    """Write records, one JSON object a line (UTF-8, non-ASCII kept as is); overwrites ``path`` atomically."""
+    from .records import write_jsonl as _write
+
+    _write(path, records)
+    return Path(path)
 
 
 def to_hf_dataset(records: list[dict]):

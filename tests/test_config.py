@@ -7,7 +7,8 @@ from sltk.config import PRESETS, Config, merge, preset
 
 def test_defaults_are_the_upstream_recipe():
     c = Config()
-    assert (c.queries.per_iteration, c.queries.max_tries, c.queries.min_words, c.queries.max_words) == (5000, 10, 3, 500)
+    q = c.queries
+    assert (q.per_iteration, q.max_tries, q.min_words, q.max_words) == (5000, 10, 3, 500)
     assert (c.drafts.per_query, c.drafts.max_tries) == (2, 20)
     assert (c.extend.attempts, c.extend.micro_rounds, c.extend.min_growth, c.extend.max_tries) == (2, 3, 1.2, 20)
     assert (c.lora.r, c.lora.alpha, c.lora.dropout, c.lora.target_modules) == (8, 16, 0.0, "all-linear")

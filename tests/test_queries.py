@@ -9,7 +9,7 @@ from sltk.queries import Deduper, candidate_requests, normalize
 def test_exact_duplicates_ignore_case_punctuation_and_spacing():
     d = Deduper(0.6)
     d.add("Write an essay about the history of tea.")
-    assert normalize("Write an ESSAY about the history of tea!") == normalize("write an essay  about the history of tea")
+    assert normalize("Write an ESSAY about the history of tea!") == normalize("write an essay  about the history of tea")  # noqa: E501
     assert d.is_duplicate("write an essay, about the History of Tea")
 
 

@@ -5,7 +5,6 @@ nothing lost, nothing written twice.
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -212,8 +212,8 @@ def test_constrained_query_english():
 
 
 def test_constrained_query_chinese():
-    assert constrained_query("写一篇关于潮汐的文章。", "3000字左右", "zh") == "写一篇关于潮汐的文章。字数要求：3000字左右。"
-    assert constrained_query("写一篇关于潮汐的文章", "2000字以上", "zh") == "写一篇关于潮汐的文章。字数要求：2000字以上。"
+    assert constrained_query("写一篇关于潮汐的文章。", "3000字左右", "zh") == "写一篇关于潮汐的文章。字数要求：3000字左右。"  # noqa: E501
+    assert constrained_query("写一篇关于潮汐的文章", "2000字以上", "zh") == "写一篇关于潮汐的文章。字数要求：2000字以上。"  # noqa: E501
 
 
 def test_constrained_query_wording_varies_with_rng():
