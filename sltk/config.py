@@ -51,6 +51,9 @@ class ExtendConfig:
     max_tries: int = 20
     keep_fraction: float = 2 / 3  # of stage 1's paragraphs kept before stage 2
     length_biased: bool = True  # length-biased sampling of the extended texts before SFT
+    # Drop a stage output's opening/closing line that talks about the text ("Here is the expanded
+    # version:"), which would otherwise fail the whole candidate on the meta-commentary filter.
+    strip_meta: bool = True
 
 
 @dataclass

@@ -75,7 +75,8 @@ def extension_round(
             for a in live
         ]
         outs1 = backend.generate(stage1, sampling, desc=f"extend {r + 1}/{cfg.micro_rounds} stage 1")
-        kept = [keep_fraction(o.text, cfg.keep_fraction) for o in outs1]
+        kept = [keep_fraction(_clean(o.text, a.item["lang"], cfg, head=True), cfg.keep_fraction)
+                for a, o in zip(live, outs1)]
         stage2 = [
             ChatRequest([{"role": "user", "content": prompts.extension_prompt(a.item["query"], a.cur, a.item["lang"])}],
                         prefill=k + "\n\n" if k else "", role=role, seed=_sub_seed(a.item, r, 2))
@@ -83,7 +84,9 @@ def extension_round(
         ]
         outs2 = backend.generate(stage2, sampling, desc=f"extend {r + 1}/{cfg.micro_rounds} stage 2")
         for a, k, o1, o2 in zip(live, kept, outs1, outs2):
-            candidate = (k + "\n\n" + o2.text.lstrip("\n") if k else o2.text).strip()
+            # stage 2 continues the pre-fill: only its closing lines can be a sign-off
+            tail = _clean(o2.text, a.item["lang"], cfg, head=not k)
+            candidate = (k + "\n\n" + tail if k else tail).strip()
             failed = outcome(candidate, a.item["lang"], o2.tokens, o2.finish_reason, filters)["failed"]
             words, best_words = text.count_words(candidate), text.count_words(a.best)
             accepted = not failed and words > best_words
@@ -101,6 +104,12 @@ def extension_round(
             "ok": best_words > cfg.min_growth * draft_words,
         })
     return results
+
+
+def _clean(body: str, lang: str, cfg: ExtendConfig, head: bool) -> str:
+    if not cfg.strip_meta or not body.strip():
+        return body.strip()
+    return text.strip_meta_lines(body, lang, head=head, tail=True)
 
 
 def _sub_seed(item: dict, micro_round: int, stage: int) -> int | None:

@@ -36,6 +36,7 @@ __all__ = [
     "repeated_ngram_rate",
     "split_units",
     "split_units_with_sep",
+    "strip_meta_lines",
 ]
 
 # --------------------------------------------------------------------------- counting
@@ -294,6 +295,40 @@ def has_meta_commentary(text: str, lang: str | None = None) -> bool:
     if lang == "en":
         return any(_META_EN_RE.search(line) for line in edges)
     return any(word in line for line in edges for word in META_WORDS_ZH)
+
+
+_OPENER_EN = re.compile(r"^(?:sure|certainly|of course|here(?:'s| is| are)|below (?:is|are))\b", re.IGNORECASE)
+_CLOSER_EN = re.compile(r"^(?:i hope|let me know|feel free|note:)", re.IGNORECASE)
+
+
+def _is_meta_line(line: str, lang: str, first: bool) -> bool:
+    """A short line that announces (first) or signs off (last) instead of being part of the text."""
+    words, line = count_words(line), line.strip()
+    if lang == "en":
+        mentions = bool(_META_EN_RE.search(line))
+        pattern = (_OPENER_EN if first else _CLOSER_EN).match(line)
+    else:
+        mentions = any(word in line for word in META_WORDS_ZH)
+        pattern = False
+    # Chinese counts every character as a word, hence its higher limits.
+    if first:
+        return words <= (30 if lang == "en" else 40) and (mentions or bool(pattern) or line.endswith((":", "：")))
+    return words <= (12 if lang == "en" else 30) and (mentions or bool(pattern))
+
+
+def strip_meta_lines(text: str, lang: str | None = None, head: bool = True, tail: bool = True) -> str:
+    """Drop short opening (`head`) and closing (`tail`) lines that talk about the text itself.
+
+    "Here is the expanded version:" at the top, or "I hope this revised version helps." at the
+    end; the body in between is kept as it is.
+    """
+    lang = _resolve_lang(text, lang)
+    lines = text.strip().splitlines()
+    while head and lines and (not lines[0].strip() or _is_meta_line(lines[0], lang, first=True)):
+        lines.pop(0)
+    while tail and lines and (not lines[-1].strip() or _is_meta_line(lines[-1], lang, first=False)):
+        lines.pop()
+    return "\n".join(lines)
 
 
 def check_filters(text: str, lang: str | None = None) -> list[str]:

@@ -617,3 +617,21 @@ def test_length_biased_sample_seeded():
     assert len(a) / len(lengths) == pytest.approx(0.595, abs=0.02)
     cutoff = sorted(lengths)[int(0.2 * len(lengths))]
     assert all(lengths[i] >= cutoff for i in a)
+
+
+# --------------------------------------------------------------------------- meta lines
+
+
+def test_strip_meta_lines_removes_announcements_at_both_ends_only():
+    from sltk.text import strip_meta_lines
+
+    body = "Tides rise twice a day.\n\nThe moon pulls the water across the bay, and each revision of charts follows it."
+    text = f"Here is the expanded version of the outline:\n\n{body}\n\nI hope this revised version helps."
+    assert strip_meta_lines(text, "en") == body
+    assert strip_meta_lines("Sure! Here's a longer text:\nTides rise.", "en") == "Tides rise."
+    assert strip_meta_lines(body, "en") == body  # a meta word inside the body stays
+    assert strip_meta_lines("The plan has three parts:\nFirst, tides.", "en") == "First, tides."
+    long_first = "The response of coastal towns to rising seas " + "has been slow and costly " * 8 + "."
+    assert strip_meta_lines(long_first + "\nMore.", "en").startswith("The response")
+    zh = "以下是扩写后的版本：\n潮汐每天涨落两次。\n希望这个修改后的版本对你有帮助。"
+    assert strip_meta_lines(zh, "zh") == "潮汐每天涨落两次。"
