@@ -85,15 +85,15 @@ def pick_device(device: str | None = None) -> str:
 
 
 def pick_dtype(device: str) -> torch.dtype:
-    """bf16 on Ampere and later, fp16 on older GPUs (T4, V100); bf16 on the CPU.
+    """bf16 on Ampere and later, fp16 on older GPUs (T4, V100); float32 on the CPU.
 
-    On the CPU bf16 was measured faster than float32 for batched generation and halves memory
-    (see benchmarks/).
+    On the CPU float32 measured faster than bf16 for both single and batched generation of the
+    embedded model (benchmarks/results/speed.json), so it is the default there.
     """
     if device.startswith("cuda"):
         major, _ = torch.cuda.get_device_capability(torch.device(device))
         return torch.bfloat16 if major >= 8 else torch.float16
-    return torch.bfloat16
+    return torch.float32
 
 
 def nf4_config(compute_dtype: torch.dtype):

@@ -48,8 +48,8 @@ def tiny(tokenizer):
 
 @pytest.fixture(scope="session")
 def smol_bf16(embedded_dir):
-    """The real embedded model, unquantised (bf16 on the CPU)."""
-    return load_base(quantization=None)
+    """The real embedded model, unquantised, in bf16."""
+    return load_base(quantization=None, dtype=torch.bfloat16)
 
 
 @pytest.fixture(scope="session")

@@ -33,9 +33,10 @@ def test_nf4_linear_layers_really_are_4bit(smol_nf4):
     assert smol_nf4.quantization == "nf4"
 
 
-def test_unquantised_model_is_plain_bf16(smol_bf16, smol_nf4):
+def test_unquantised_model_is_plain_float_on_the_cpu(smol_bf16, smol_nf4):
     assert not is_4bit(smol_bf16.model)
     assert smol_bf16.model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    assert load_base(quantization=None).dtype == torch.float32  # the measured-faster CPU default
     assert smol_nf4.model.get_memory_footprint() < 0.6 * smol_bf16.model.get_memory_footprint()
 
 
