@@ -202,12 +202,12 @@ PRESETS: dict[str, dict] = {
     },
     # The README's main command: minutes on a 2-core CPU with the embedded model.
     "cpu-demo": {
-        "iterations": 2, "languages": ["en"], "seeds": [str(DATA / "seed_en.jsonl")], "batch_size": 32,
-        "chunk": 64, "quantization": None,
+        "iterations": 2, "languages": ["en"], "seeds": [str(DATA / "seed_en.jsonl")], "batch_size": 48,
+        "chunk": 96, "quantization": None,
         "sampling": {"max_new_tokens": 1536},
-        "queries": {"per_iteration": 32, "max_tries": 3, "max_new_tokens": 96},
-        "drafts": {"per_query": 1, "max_tries": 3},
-        "extend": {"attempts": 1, "micro_rounds": 1, "max_tries": 2},
+        "queries": {"per_iteration": 24, "max_tries": 3, "max_new_tokens": 96},
+        "drafts": {"per_query": 2, "max_tries": 2},
+        "extend": {"attempts": 2, "micro_rounds": 1, "max_tries": 2},
         "lora": {"r": 32, "alpha": 64},
         "train": {"epochs": 6, "lr": 5e-4, "max_seq_len": 3072, "batch_size": 4},
         "final": {"harvest_per_query": 1, "min_words": 300, "max_words": 3000},

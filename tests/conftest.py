@@ -53,6 +53,12 @@ def smol_bf16(embedded_dir):
 
 
 @pytest.fixture(scope="session")
+def smol_fp32(embedded_dir):
+    """The real embedded model, unquantised, in float32 (the CPU default)."""
+    return load_base(quantization=None)
+
+
+@pytest.fixture(scope="session")
 def smol_nf4(embedded_dir):
     """The real embedded model in 4-bit NF4 (QLoRA's base)."""
     return load_base(quantization="nf4")

@@ -33,11 +33,12 @@ def test_nf4_linear_layers_really_are_4bit(smol_nf4):
     assert smol_nf4.quantization == "nf4"
 
 
-def test_unquantised_model_is_plain_float_on_the_cpu(smol_bf16, smol_nf4):
+def test_unquantised_model_is_plain_float_on_the_cpu(smol_bf16, smol_fp32, smol_nf4):
     assert not is_4bit(smol_bf16.model)
     assert smol_bf16.model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
-    assert load_base(quantization=None).dtype == torch.float32  # the measured-faster CPU default
-    assert smol_nf4.model.get_memory_footprint() < 0.6 * smol_bf16.model.get_memory_footprint()
+    fp32 = smol_fp32
+    assert fp32.dtype == torch.float32 == smol_nf4.dtype  # the measured-faster CPU default
+    assert smol_nf4.model.get_memory_footprint() < 0.4 * fp32.model.get_memory_footprint()
 
 
 def test_nf4_batch_with_roles_and_prefill():
@@ -56,8 +57,8 @@ def test_nf4_batch_with_roles_and_prefill():
     assert backend.last_stats["tokens"] > 0
 
 
-def test_prefill_is_continued_not_restarted(smol_bf16):
-    backend = HFBackend(smol_bf16, batch_size=2, show_progress=False)
+def test_prefill_is_continued_not_restarted(smol_fp32):
+    backend = HFBackend(smol_fp32, batch_size=2, show_progress=False)
     full = backend.generate([ask("Write a paragraph about the history of tea.")], GREEDY)[0].text
     words = full.split(" ")
     prefill = " ".join(words[:8])
@@ -107,9 +108,9 @@ def test_adapter_folder_loads_with_plain_peft(with_roles, tmp_path):
     assert "default" in model.peft_config
 
 
-def test_a_looping_request_no_longer_holds_the_batch(smol_bf16):
+def test_a_looping_request_no_longer_holds_the_batch(smol_fp32):
     """Greedy decoding of this prompt loops ("She loved to be brave and brave. ..."): the guard stops it."""
-    backend = HFBackend(smol_bf16, batch_size=3, show_progress=False)
+    backend = HFBackend(smol_fp32, batch_size=3, show_progress=False)
     reqs = [
         ask("Write a long story about a cat."),
         ask("What is the capital of France? Answer in one short sentence."),
