@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,7 +160,9 @@ def add_roles(loaded: LoadedModel, config=None, roles=ROLES) -> LoadedModel:
     config = config or lora_config()
     net = loaded.model
     if not isinstance(net, PeftModel):
-        net = get_peft_model(net, config, adapter_name=roles[0])
+        with warnings.catch_warnings():  # peft reads a property that transformers 5 marks deprecated
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            net = get_peft_model(net, config, adapter_name=roles[0])
         roles = roles[1:]
     for role in roles:
         if role not in net.peft_config:
