@@ -85,16 +85,17 @@ def pick_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def pick_dtype(device: str) -> torch.dtype:
-    """bf16 on Ampere and later, fp16 on older GPUs (T4, V100); float32 on the CPU.
+def pick_dtype(device: str, quantization: str | None = None) -> torch.dtype:
+    """bf16 on Ampere and later, fp16 on older GPUs (T4, V100); on the CPU, what measured fastest.
 
-    On the CPU float32 measured faster than bf16 for both single and batched generation of the
-    embedded model (benchmarks/results/speed.json), so it is the default there.
+    CPU, unquantised: float32 (faster than bf16 for single and batched generation of the
+    embedded model). CPU, 4-bit: bf16 compute, since bitsandbytes' CPU 4-bit kernels are fast
+    in bf16 and very slow in float32 (benchmarks/results/speed.json).
     """
     if device.startswith("cuda"):
         major, _ = torch.cuda.get_device_capability(torch.device(device))
         return torch.bfloat16 if major >= 8 else torch.float16
-    return torch.float32
+    return torch.bfloat16 if quantization == "nf4" else torch.float32
 
 
 def nf4_config(compute_dtype: torch.dtype):
@@ -124,7 +125,7 @@ def load_base(
     device = pick_device(device)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    dtype = dtype or pick_dtype(device)
+    dtype = dtype or pick_dtype(device, quantization)
     kwargs = {"dtype": dtype, "device_map": device}
     if quantization == "nf4":
         kwargs["quantization_config"] = nf4_config(dtype)

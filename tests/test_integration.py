@@ -36,9 +36,9 @@ def test_nf4_linear_layers_really_are_4bit(smol_nf4):
 def test_unquantised_model_is_plain_float_on_the_cpu(smol_bf16, smol_fp32, smol_nf4):
     assert not is_4bit(smol_bf16.model)
     assert smol_bf16.model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
-    fp32 = smol_fp32
-    assert fp32.dtype == torch.float32 == smol_nf4.dtype  # the measured-faster CPU default
-    assert smol_nf4.model.get_memory_footprint() < 0.4 * fp32.model.get_memory_footprint()
+    # the measured-faster CPU defaults: float32 unquantised, bf16 compute in 4-bit
+    assert smol_fp32.dtype == torch.float32 and smol_nf4.dtype == torch.bfloat16
+    assert smol_nf4.model.get_memory_footprint() < 0.6 * smol_bf16.model.get_memory_footprint()
 
 
 def test_nf4_batch_with_roles_and_prefill():
