@@ -79,8 +79,7 @@ def _run(args) -> int:
         config = preset(args.preset, name=args.name, **changes)
     start = time.perf_counter()
     pipeline = Pipeline(config, folder)
-    pipeline.run()
-    table = pipeline.evaluate()
+    table = pipeline.run()
     stats = [pipeline.stats(k) for k in range(1, config.iterations + 1)]
     print(f"\nrun {folder} finished in {time.perf_counter() - start:.0f} s\n")
     print("Iterations (counts through the steps; growth = mean words(extended) / words(draft) of accepted ones):")

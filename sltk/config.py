@@ -213,7 +213,7 @@ PRESETS: dict[str, dict] = {
         "final": {"harvest_per_query": 1, "min_words": 300, "max_words": 3000},
         "eval": {"prompts": 24, "max_new_tokens": 2048},
     },
-    # A 7-8B model in 4-bit on a 16 GB T4 (fp16 compute): see benchmarks/memory.md for the estimate.
+    # A 7-8B model in 4-bit on a 16 GB T4 (fp16 compute); token caps and batch not yet sized from a memory estimate.
     "colab-t4": {
         "quantization": "nf4", "dtype": "float16", "batch_size": 8, "chunk": 64,
         "sampling": {"max_new_tokens": 4096},

@@ -109,12 +109,12 @@ class Pipeline:
         return name if k > 1 else None
 
     # -- the loop -----------------------------------------------------------------------------
-    def run(self) -> Path:
+    def run(self):
+        """All iterations, the final dataset, then the held-out growth table (returned)."""
         for k in range(1, self.config.iterations + 1):
             self.iteration(k)
         self.final()
-        self.evaluate()
-        return self.folder
+        return self.evaluate()
 
     def iteration(self, k: int) -> dict:
         self.queries(k)
