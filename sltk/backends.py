@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 
 import torch
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from .models import BASE, LoadedModel, use_role
 
@@ -123,6 +124,53 @@ class _Row:
         self.finish: str | None = None
         # One random stream per sequence: what it samples does not depend on its batch-mates.
         self.generator = generator
+
+
+class GrowingLayer(DynamicLayer):
+    """A cache layer that appends each step's keys and values into spare room.
+
+    DynamicLayer concatenates, copying the layer's whole cache at every decoding step: with a
+    batch of long prompts that copy, not the model, dominated the time on a CPU. Here the cache
+    lives in a buffer with spare room; `keys`/`values` are views of its filled part, and assigning
+    them (as batch selection and merging do) starts a new buffer.
+    """
+
+    SPARE = 256  # decoding steps of room added when the buffer is full
+
+    def _get(self, which):
+        buf = self.__dict__.get(which)
+        return None if buf is None else buf[:, :, : self.__dict__[which + "_n"]]
+
+    def _set(self, which, value):
+        self.__dict__[which] = value
+        self.__dict__[which + "_n"] = value.shape[-2] if value is not None and value.dim() == 4 else 0
+
+    keys = property(lambda self: self._get("_k"), lambda self, v: self._set("_k", v))
+    values = property(lambda self: self._get("_v"), lambda self, v: self._set("_v", v))
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        if self.__dict__["_k"].dim() != 4:  # first call: the prompt
+            self.keys, self.values = key_states, value_states
+            return self.keys, self.values
+        new = key_states.shape[-2]
+        for name, states in (("_k", key_states), ("_v", value_states)):
+            buf, filled = self.__dict__[name], self.__dict__[name + "_n"]
+            if filled + new > buf.shape[-2]:
+                grown = buf.new_empty((*buf.shape[:2], filled + new + max(self.SPARE, filled // 4), buf.shape[-1]))
+                grown[:, :, :filled] = buf[:, :, :filled]
+                self.__dict__[name] = buf = grown
+            buf[:, :, filled : filled + new] = states
+            self.__dict__[name + "_n"] = filled + new
+        return self.keys, self.values
+
+
+class GrowingCache(DynamicCache):
+    """A DynamicCache made of `GrowingLayer`s."""
+
+    def __init__(self):
+        Cache.__init__(self, layer_class_to_replicate=GrowingLayer)
 
 
 def _left_pad(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
@@ -285,8 +333,6 @@ class HFBackend:
         return row.finish is not None
 
     def _prefill(self, rows: list[_Row], prompts, device):
-        from transformers import DynamicCache
-
         width = max(len(prompts[r.index]) for r in rows)
         pad = self.tokenizer.pad_token_id
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -297,7 +343,7 @@ class HFBackend:
             mask[j, width - len(p) :] = 1
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
+        cache = GrowingCache()
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
         )

@@ -54,14 +54,16 @@ class Attempt:
 
 
 def extension_round(
-    backend, items: list[dict], role: str | None, cfg: ExtendConfig, sampling: Sampling, filters=text.FILTERS
+    backend, items: list[dict], role: str | None, cfg: ExtendConfig, sampling: Sampling, filters=text.FILTERS,
+    trace: bool = False,
 ) -> list[dict]:
     """One try of an extension attempt for each item ({"id", "query", "lang", "text": the draft, "seed"}).
 
     Up to `cfg.micro_rounds` micro-rounds, batched across items. In each: stage 1 extends the
     first half of the current text; its first two thirds are kept and pre-filled into stage 2,
     which sees the whole current text and continues. The candidate replaces the current text
-    when it passes the filters and is longer than the best so far.
+    when it passes the filters and is longer than the best so far. With `trace`, each micro-round
+    also keeps its texts (first half, stage 1, kept part, stage 2, candidate) to show the steps.
     """
     attempts = [Attempt(it, it["text"], it["text"]) for it in items]
     for r in range(cfg.micro_rounds):
@@ -91,7 +93,11 @@ def extension_round(
             words, best_words = text.count_words(candidate), text.count_words(a.best)
             accepted = not failed and words > best_words
             a.rounds.append({"stage1_words": text.count_words(o1.text), "kept_words": text.count_words(k),
-                             "candidate_words": words, "failed": failed, "accepted": accepted})
+                             "candidate_words": words, "failed": failed, "accepted": accepted,
+                             "stage2_finish": o2.finish_reason})
+            if trace:
+                a.rounds[-1].update(first_half=text.first_half(a.cur), stage1=o1.text, kept=k, stage2=o2.text,
+                                    candidate=candidate)
             if accepted:
                 a.cur = a.best = candidate
     results = []

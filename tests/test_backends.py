@@ -186,3 +186,24 @@ def test_sampling_is_a_frozen_copyable_value():
 def test_no_grad_state_leaks(tiny):
     HFBackend(tiny, show_progress=False).generate(requests()[:2], GREEDY)
     assert torch.is_grad_enabled()
+
+
+def test_growing_layer_matches_concatenation():
+    from transformers.cache_utils import DynamicLayer
+
+    from sltk.backends import GrowingLayer
+
+    grow, ref = GrowingLayer(), DynamicLayer()
+    grow.SPARE = 3  # force several regrowths
+    for step in range(12):
+        k, v = torch.randn(2, 3, 5 if step == 0 else 1, 4), torch.randn(2, 3, 5 if step == 0 else 1, 4)
+        gk, gv = grow.update(k, v)
+        rk, rv = ref.update(k, v)
+        assert torch.equal(gk, rk) and torch.equal(gv, rv)
+    # batch selection as the backend does it: keys first, then values, each from its own length
+    grow.keys, grow.values = grow.keys[[1], :, 2:], grow.values[[1], :, 2:]
+    assert grow.keys.shape == grow.values.shape == (1, 3, 14, 4)
+    assert torch.equal(grow.values, ref.values[[1], :, 2:])
+    k, v = torch.randn(1, 3, 1, 4), torch.randn(1, 3, 1, 4)
+    gk, gv = grow.update(k, v)
+    assert torch.equal(gv[:, :, -1:], v) and gk.shape[-2] == 15

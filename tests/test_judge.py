@@ -1,0 +1,187 @@
+"""Judge prompts, the tolerant score parser, and the retry loop against a scripted backend."""
+
+import json
+
+import pytest
+
+from sltk.backends import Completion
+from sltk.judge import JUDGE_SAMPLING, KINDS, ParseError, judge, judge_prompt, parse_scores
+from sltk.scoring import LBW_DIMENSIONS, LONGEN_CRITERIA, lbw_quality
+
+GOOD = {"Relevance": 4, "Accuracy": 3, "Coherence": 5, "Clarity": 4, "Breadth and Depth": 2, "Reading Experience": 3}
+
+
+def lbw(text: str) -> dict:
+    return parse_scores(text, "longbench_write")
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def test_prompts_name_every_key_and_ignore_length():
+    for kind, rubric in KINDS.items():
+        prompt = judge_prompt(kind, "Write about tea.", "Tea is a drink.")
+        assert "Write about tea." in prompt and "Tea is a drink." in prompt
+        assert all(f'"{key}"' in prompt for key in rubric.keys)
+        assert "length" in prompt.lower() and "JSON" in prompt
+    assert "strict" in judge_prompt("longbench_write", "q", "a").lower()
+    assert "(empty response)" in judge_prompt("longen", "q", "  ")
+    with pytest.raises(ValueError, match="unknown judge kind"):
+        judge_prompt("mmlu", "q", "a")
+
+
+def test_judge_sampling_has_no_stop_strings():
+    # the analysis may contain "---" or blank lines; a stop string would cut the JSON off
+    assert JUDGE_SAMPLING.stop == () and JUDGE_SAMPLING.temperature == 0.5
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def test_plain_json():
+    assert lbw(json.dumps(GOOD)) == GOOD
+
+
+@pytest.mark.parametrize("text", [
+    "Analysis: solid but shallow.\n```json\n" + json.dumps(GOOD, indent=2) + "\n```\nThat is all.",
+    "The piece is fine.\n" + json.dumps(GOOD) + "\nHope this helps!",
+    "```\n" + json.dumps(GOOD) + "\n```",
+    "{'Relevance': 4, 'Accuracy': 3, 'Coherence': 5, 'Clarity': 4, 'Breadth and Depth': 2, "
+    "'Reading Experience': 3,}",
+    '{"relevance": 4, "ACCURACY": 3, "coherence ": 5, "Clarity": 4, "breadth_and_depth": 2, "reading-experience": 3}',
+    '{"Relevance": "4", "Accuracy": "3/5", "Coherence": 5.0, "Clarity": "4 points", "Breadth & Depth": 2, '
+    '"ReadingExperience": 3}',
+    "{Relevance: 4, Accuracy: 3, Coherence: 5, Clarity: 4, Breadth and Depth: 2, Reading Experience: 3}",
+    '{"scores": ' + json.dumps(GOOD) + ', "analysis": "ok"}',
+    json.dumps({k: {"score": v, "reason": "because"} for k, v in GOOD.items()}),
+    "“Relevance”: 4 is how I see it. {“Relevance”: 4, “Accuracy”: 3, “Coherence”: 5, “Clarity”: 4, "
+    "“Breadth and Depth”: 2, “Reading Experience”: 3}",
+    # the template first, then the answer: the last object wins
+    'Format: {"Relevance": <1-5>, ...}\nMy scores: ' + json.dumps(GOOD),
+    # cut off before the closing brace
+    "Analysis.\n" + json.dumps(GOOD)[:-1],
+    '{"Relevance": 4, "Accuracy": 3, "Coherence": 5, "Clarity": 4, "Breadth and Depth": 2, '
+    '"Reading Experience": 3, "comment": "it\'s good, isn\'t it"}',
+])
+def test_tolerant_parsing(text):
+    assert lbw(text) == GOOD
+
+
+@pytest.mark.parametrize("text, match", [
+    ("No scores here.", "no JSON"),
+    (json.dumps({**GOOD, "Clarity": 6}), "outside 1–5"),
+    (json.dumps({**GOOD, "Clarity": 0}), "outside 1–5"),
+    (json.dumps({**GOOD, "Clarity": "4/10"}), "another scale"),
+    (json.dumps({**GOOD, "Clarity": 3.5}), "not an integer"),
+    (json.dumps({**GOOD, "Clarity": "good"}), "not a score"),
+    (json.dumps({**GOOD, "Clarity": True}), "cannot be"),
+    (json.dumps({**GOOD, "Clarity": None}), "not a score"),
+    (json.dumps({k: v for k, v in GOOD.items() if k != "Reading Experience"}), "missing Reading Experience"),
+])
+def test_rejections(text, match):
+    with pytest.raises(ParseError, match=match):
+        lbw(text)
+
+
+def test_longen_parsing():
+    text = "```json\n{" + ", ".join(f'"{k.title()}": "{i + 3}/10"' for i, k in enumerate(LONGEN_CRITERIA)) + "}\n```"
+    assert parse_scores(text, "longen") == {k: i + 3 for i, k in enumerate(LONGEN_CRITERIA)}
+    with pytest.raises(ParseError, match="outside 1–10"):
+        parse_scores(json.dumps(dict.fromkeys(LONGEN_CRITERIA, 11)), "longen")
+    # a 1–5 rubric reply does not satisfy the LonGen judge
+    with pytest.raises(ParseError, match="missing"):
+        parse_scores(json.dumps(GOOD), "longen")
+
+
+# --------------------------------------------------------------------------- the retry loop
+
+
+class ScriptedBackend:
+    """Answers request id -> the next scripted reply for that id; records every call."""
+
+    def __init__(self, script: dict[str, list[str]]):
+        self.script = {k: list(v) for k, v in script.items()}
+        self.calls = []
+
+    def generate(self, requests, sampling=None, seed=0, desc="generate"):
+        self.calls.append({"ids": [r.id for r in requests], "seeds": [r.seed for r in requests], "desc": desc,
+                           "sampling": sampling, "prompts": [r.messages[-1]["content"] for r in requests]})
+        return [Completion(self.script[r.id].pop(0), 10, "stop", 0, r.id) for r in requests]
+
+
+ITEMS = [{"id": "a", "query": "Write A.", "text": "Answer A."},
+         {"id": "b", "query": "Write B.", "text": "Answer B."},
+         {"id": "c", "prompt": "Write C.", "text": ""}]
+
+
+def test_retries_only_what_did_not_parse():
+    backend = ScriptedBackend({"a": [json.dumps(GOOD)], "b": ["I refuse.", json.dumps({**GOOD, "Clarity": 9}),
+                                                               json.dumps(GOOD)], "c": [json.dumps(GOOD)]})
+    result = judge(backend, ITEMS, "longbench_write")
+    assert [c["ids"] for c in backend.calls] == [["a", "b", "c"], ["b"], ["b"]]
+    assert backend.calls[0]["desc"] == "judge longbench_write" and "try 2" in backend.calls[1]["desc"]
+    assert backend.calls[0]["sampling"] is JUDGE_SAMPLING
+    seeds_b = [backend.calls[0]["seeds"][1], backend.calls[1]["seeds"][0], backend.calls[2]["seeds"][0]]
+    assert len(set(seeds_b)) == 3
+    assert "Write C." in backend.calls[0]["prompts"][2]
+    assert result.parse_rate == 1.0 and result.failed == []
+    assert [r["tries"] for r in result.rows] == [1, 3, 1]
+    assert result.scores["b"] == GOOD
+    assert lbw_quality(result.scores.values())["Coherence"] == 100.0
+
+
+def test_items_that_never_parse_are_reported():
+    backend = ScriptedBackend({"a": [json.dumps(GOOD)], "b": ["nope"] * 5, "c": ["{}"] * 5})
+    result = judge(backend, ITEMS, "longbench_write", retries=5)
+    assert len(backend.calls) == 5
+    assert result.parse_rate == pytest.approx(1 / 3)
+    assert [r["id"] for r in result.failed] == ["b", "c"]
+    assert result.failed[0]["tries"] == 5 and result.failed[0]["text"] == "nope"
+    assert "no JSON" in result.failed[0]["error"] and "missing" in result.failed[1]["error"]
+    assert list(result.scores) == ["a"]
+    assert [r["id"] for r in result.rows] == ["a", "b", "c"]
+
+
+def test_same_seeds_for_the_same_call():
+    script = {"a": ["x", json.dumps(GOOD)], "b": [json.dumps(GOOD)], "c": [json.dumps(GOOD)]}
+    one, two = ScriptedBackend(script), ScriptedBackend(script)
+    judge(one, ITEMS, "longbench_write", seed=3)
+    judge(two, ITEMS, "longbench_write", seed=3)
+    assert [c["seeds"] for c in one.calls] == [c["seeds"] for c in two.calls]
+
+
+def test_longen_judge_and_one_try():
+    reply = json.dumps(dict.fromkeys(LONGEN_CRITERIA, 7))
+    backend = ScriptedBackend({"a": [reply], "b": ["bad"], "c": [reply]})
+    result = judge(backend, ITEMS, "longen", retries=1)
+    assert len(backend.calls) == 1
+    assert result.scores["a"] == dict.fromkeys(LONGEN_CRITERIA, 7)
+    assert [r["id"] for r in result.failed] == ["b"]
+
+
+def test_judge_input_errors():
+    backend = ScriptedBackend({})
+    with pytest.raises(ValueError, match="duplicate"):
+        judge(backend, [ITEMS[0], ITEMS[0]], "longbench_write")
+    with pytest.raises(ValueError, match="missing text"):
+        judge(backend, [{"id": "a", "query": "q"}], "longbench_write")
+    with pytest.raises(ValueError, match="retries"):
+        judge(backend, ITEMS, "longbench_write", retries=0)
+    with pytest.raises(ValueError, match="unknown judge kind"):
+        judge(backend, ITEMS, "other")
+    assert backend.calls == []
+    assert judge(backend, [], "longen").parse_rate == 0.0
+
+
+def test_short_backend_reply_is_an_error():
+    class Short(ScriptedBackend):
+        def generate(self, requests, sampling=None, seed=0, desc="generate"):
+            return super().generate(requests[:1], sampling, seed, desc)
+
+    with pytest.raises(RuntimeError, match="1 completions for 3 requests"):
+        judge(Short({"a": [json.dumps(GOOD)]}), ITEMS, "longbench_write")
+
+
+def test_dimension_names_match_scoring():
+    assert KINDS["longbench_write"].keys == LBW_DIMENSIONS
+    assert KINDS["longen"].keys == LONGEN_CRITERIA
