@@ -11,6 +11,7 @@ import logging
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 from .backends import ChatRequest, Completion, HFBackend, PromptError, Sampling
+from .config import Config, preset
 from .embedded import EmbeddedModelError
 from .models import (
     BASE,
@@ -24,6 +25,7 @@ from .models import (
     save_roles,
     use_role,
 )
+from .pipeline import Pipeline
 
 __version__ = "0.1.0"
 
@@ -32,16 +34,19 @@ __all__ = [
     "ROLES",
     "ChatRequest",
     "Completion",
+    "Config",
     "EmbeddedModelError",
     "HFBackend",
     "LoadedModel",
     "ModelError",
+    "Pipeline",
     "PromptError",
     "Sampling",
     "add_roles",
     "load_base",
     "load_roles",
     "lora_config",
+    "preset",
     "save_roles",
     "use_role",
 ]

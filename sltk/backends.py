@@ -281,6 +281,45 @@ class HFBackend:
         return results  # type: ignore[return-value]
 
     # -- internals ----------------------------------------------------------------------------
+    def choice_logprobs(self, requests: list[ChatRequest], options: dict[str, list[str]],
+                        desc: str = "score") -> list[dict[str, float]]:
+        """For each request, the log-probability that the answer starts with each option.
+
+        `options` maps a label to its spellings (e.g. {"yes": ["yes", "Yes"]}); a label's
+        probability is the sum over the first tokens of its spellings. One forward pass per
+        request, no sampling: a forced choice between the labels.
+        """
+        firsts = {label: sorted({self.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words})
+                  for label, words in options.items()}
+        prompts = []
+        for req in requests:
+            validate(req)
+            prompts.append(self.tokenizer(render_prompt(self.tokenizer, req), add_special_tokens=False)["input_ids"])
+        out: list[dict[str, float]] = []
+        pad = self.tokenizer.pad_token_id
+        bar = self._progress(len(requests), desc)
+        with torch.inference_mode():
+            for start in range(0, len(prompts), self.batch_size):
+                chunk = prompts[start : start + self.batch_size]
+                roles = {r.role or BASE for r in requests[start : start + self.batch_size]}
+                if len(roles) > 1:
+                    raise ValueError("choice_logprobs: one role per call, got " + ", ".join(sorted(roles)))
+                width = max(map(len, chunk))
+                ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=self.loaded.device)
+                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=self.loaded.device)
+                with use_role(self.model, roles.pop()):
+                    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                        logits_to_keep=1).logits[:, -1].float()
+                logp = logits.log_softmax(-1)
+                for row in logp:
+                    out.append({label: float(torch.logsumexp(row[ids_], 0)) for label, ids_ in firsts.items()})
+                if bar is not None:
+                    bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
+        return out
+
     def _progress(self, total: int, desc: str):
         if not self.show_progress:
             return None

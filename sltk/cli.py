@@ -59,8 +59,34 @@ def _parse_value(raw: str):
     return yaml.safe_load(raw)
 
 
-def _run(args) -> int:
+def _report(pipeline, start: float) -> None:
     from .analysis import iteration_table, markdown
+
+    folder, config = pipeline.folder, pipeline.config
+    stats = [pipeline.stats(k) for k in range(1, config.iterations + 1)]
+    table = pipeline.evaluate()  # read back: the run has evaluated already
+    print(f"\nrun {folder} finished in {time.perf_counter() - start:.0f} s\n")
+    print("Iterations (counts through the steps; growth = mean words(extended) / words(draft) of accepted ones):")
+    print(markdown(iteration_table(stats)))
+    print(f"Held-out prompts ({folder / 'eval' / 'growth.csv'}): base model vs each iteration's Generator")
+    print(markdown(table))
+
+
+def _notebooks(args) -> int:
+    from . import notebooks
+    from .config import preset
+    from .pipeline import Pipeline
+
+    start = time.perf_counter()
+    folder = notebooks.run(args.preset, args.name, args.runs_dir, args.model)
+    config = preset(args.preset, name=args.name, **({"model": args.model} if args.model else {}))
+    _report(Pipeline(config, folder, progress=False), start)
+    print(f"Executed notebooks: {folder / 'notebooks'}")
+    print(f"Figures: {folder / 'figures'}")
+    return 0
+
+
+def _run(args) -> int:
     from .config import Config, preset
     from .pipeline import Pipeline
 
@@ -79,13 +105,8 @@ def _run(args) -> int:
         config = preset(args.preset, name=args.name, **changes)
     start = time.perf_counter()
     pipeline = Pipeline(config, folder)
-    table = pipeline.run()
-    stats = [pipeline.stats(k) for k in range(1, config.iterations + 1)]
-    print(f"\nrun {folder} finished in {time.perf_counter() - start:.0f} s\n")
-    print("Iterations (counts through the steps; growth = mean words(extended) / words(draft) of accepted ones):")
-    print(markdown(iteration_table(stats)))
-    print(f"Held-out prompts ({folder / 'eval' / 'growth.csv'}): base model vs each iteration's Generator")
-    print(markdown(table))
+    pipeline.run()
+    _report(pipeline, start)
     return 0
 
 
@@ -97,7 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="convert again even if a copy exists")
     p.set_defaults(func=_prepare)
 
-    p = sub.add_parser("demo", help="load both roles and draft answers for a few seed queries")
+    p = sub.add_parser("demo", help="the main job: execute the notebooks on a preset, then print the growth table")
+    p.add_argument("--preset", default="cpu-demo", help="smoke, cpu-demo, colab-t4, a100 or paper")
+    p.add_argument("--name", default="demo", help="run name: the folder under --runs-dir")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--model", default=None, help="another model than the preset's")
+    p.set_defaults(func=_notebooks)
+
+    p = sub.add_parser("drafts", help="load both roles and draft answers for a few seed queries")
     p.add_argument("--model", default="embedded", help="'embedded', a hub id or a local folder")
     p.add_argument("--quantization", default="nf4", choices=["nf4", "none"])
     p.add_argument("--seeds", default=str(DATA / "seed_en.jsonl"))

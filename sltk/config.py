@@ -27,6 +27,7 @@ class QueryConfig:
     min_words: int = 3  # accepted when min_words < words < max_words
     max_words: int = 500
     judge: bool = True  # the base model's yes/no suitability check
+    judge_mode: str = "sample"  # "sample" (upstream) or "logprob" (forced choice between yes and no)
     near_duplicate: float = 0.6  # word-trigram Jaccard similarity counted as a duplicate
     grow_seed_pool: bool = False  # add accepted queries to the pool of examples
     max_new_tokens: int = 256
@@ -54,6 +55,10 @@ class ExtendConfig:
     # Drop a stage output's opening/closing line that talks about the text ("Here is the expanded
     # version:"), which would otherwise fail the whole candidate on the meta-commentary filter.
     strip_meta: bool = True
+    # Cap each stage's new tokens at this multiple of its input text (None: the sampling cap only).
+    # A stage that writes far more than its input has usually derailed; the cap frees its batch slot.
+    stage_cap: float | None = None
+    keep_trace: bool = False  # store each micro-round's texts (half, stage 1, kept, stage 2) with the record
 
 
 @dataclass
@@ -64,6 +69,7 @@ class LoraSettings:
     alpha: int = 16
     dropout: float = 0.0
     target_modules: str = "all-linear"
+    top_layers: int | None = None  # adapters on the last N layers only (None: all layers, upstream)
 
 
 @dataclass
@@ -71,6 +77,7 @@ class TrainSettings:
     """SFT of each role (METHOD 1.2.6): cosine schedule, 10% warm-up, batch 1, token-mean loss."""
 
     epochs: int = 4
+    extender_epochs: int | None = None  # None: the same as `epochs`
     lr: float = 1e-4
     warmup_ratio: float = 0.1
     batch_size: int = 1
@@ -194,7 +201,8 @@ PRESETS: dict[str, dict] = {
         "queries": {"per_iteration": 6, "max_tries": 5, "max_new_tokens": 64},
         # With a handful of texts, length-biased sampling would drop nearly all of them.
         "drafts": {"per_query": 1, "max_tries": 2, "length_biased": False},
-        "extend": {"attempts": 1, "micro_rounds": 1, "max_tries": 1, "min_growth": 1.0, "length_biased": False},
+        "extend": {"attempts": 1, "micro_rounds": 1, "max_tries": 1, "min_growth": 1.0, "length_biased": False,
+                   "keep_trace": True},
         "lora": {"r": 4, "alpha": 8},
         "train": {"epochs": 2, "lr": 5e-4, "max_seq_len": 512, "save_every": 1},
         "final": {"harvest_per_query": 1, "min_words": 1, "max_words": 100000},
@@ -205,11 +213,14 @@ PRESETS: dict[str, dict] = {
         "iterations": 2, "languages": ["en"], "seeds": [str(DATA / "seed_en.jsonl")], "batch_size": 48,
         "chunk": 96, "quantization": None,
         "sampling": {"max_new_tokens": 1536},
-        "queries": {"per_iteration": 24, "max_tries": 3, "max_new_tokens": 96},
+        # The 135M judge is close to chance when sampled (it rambles); the forced choice never is unclear.
+        "queries": {"per_iteration": 12, "max_tries": 4, "max_new_tokens": 96, "judge_mode": "logprob"},
         "drafts": {"per_query": 2, "max_tries": 2},
-        "extend": {"attempts": 2, "micro_rounds": 1, "max_tries": 2},
-        "lora": {"r": 32, "alpha": 64},
-        "train": {"epochs": 6, "lr": 5e-4, "max_seq_len": 3072, "batch_size": 4},
+        "extend": {"attempts": 2, "micro_rounds": 1, "max_tries": 1, "stage_cap": 2.0, "keep_trace": True},
+        # LoRA on the top 10 of 30 layers trains 2.0x faster on the CPU (211 vs 105 tokens/s).
+        "lora": {"r": 32, "alpha": 64, "top_layers": 10},
+        "train": {"epochs": 6, "extender_epochs": 2, "lr": 5e-4, "max_seq_len": 3072, "batch_size": 1,
+                  "gradient_checkpointing": False},
         "final": {"harvest_per_query": 1, "min_words": 300, "max_words": 3000},
         "eval": {"prompts": 24, "max_new_tokens": 2048},
     },

@@ -73,7 +73,7 @@ def extension_round(
         stage1 = [
             ChatRequest([{"role": "user", "content": prompts.extension_prompt(a.item["query"], text.first_half(a.cur),
                                                                             a.item["lang"])}], role=role,
-                        seed=_sub_seed(a.item, r, 1))
+                        seed=_sub_seed(a.item, r, 1), max_new_tokens=_stage_cap(text.first_half(a.cur), cfg, sampling))
             for a in live
         ]
         outs1 = backend.generate(stage1, sampling, desc=f"extend {r + 1}/{cfg.micro_rounds} stage 1")
@@ -81,7 +81,8 @@ def extension_round(
                 for a, o in zip(live, outs1)]
         stage2 = [
             ChatRequest([{"role": "user", "content": prompts.extension_prompt(a.item["query"], a.cur, a.item["lang"])}],
-                        prefill=k + "\n\n" if k else "", role=role, seed=_sub_seed(a.item, r, 2))
+                        prefill=k + "\n\n" if k else "", role=role, seed=_sub_seed(a.item, r, 2),
+                        max_new_tokens=_stage_cap(a.cur, cfg, sampling))
             for a, k in zip(live, kept)
         ]
         outs2 = backend.generate(stage2, sampling, desc=f"extend {r + 1}/{cfg.micro_rounds} stage 2")
@@ -110,6 +111,14 @@ def extension_round(
             "ok": best_words > cfg.min_growth * draft_words,
         })
     return results
+
+
+def _stage_cap(source: str, cfg: ExtendConfig, sampling: Sampling) -> int | None:
+    """New tokens allowed to a stage: `cfg.stage_cap` times the (estimated) tokens of its input text."""
+    if not cfg.stage_cap:
+        return None
+    # about 1.3 tokens per English word; 1.5 leaves room
+    return min(int(cfg.stage_cap * 1.5 * text.count_words(source)) + 64, sampling.max_new_tokens)
 
 
 def _clean(body: str, lang: str, cfg: ExtendConfig, head: bool) -> str:

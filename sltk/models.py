@@ -78,6 +78,17 @@ def resolve_model(model: str | os.PathLike | None = None) -> str:
     return text
 
 
+def footprint(model) -> dict:
+    """Parameter counts and the bytes the weights take (4-bit weights count at their packed size)."""
+    params = list(model.parameters())
+    return {
+        "parameters": sum(p.numel() for p in params),
+        "trainable": sum(p.numel() for p in params if p.requires_grad),
+        "weights_MiB": round(sum(p.numel() * p.element_size() for p in params) / 2**20, 1),
+        "buffers_MiB": round(sum(b.numel() * b.element_size() for b in model.buffers()) / 2**20, 1),
+    }
+
+
 def pick_device(device: str | None = None) -> str:
     """'cuda' when a GPU is visible, else 'cpu' (an explicit choice wins)."""
     if device:
@@ -140,9 +151,19 @@ def load_base(
     return LoadedModel(net, tokenizer, source, quantization, dtype, device)
 
 
-def lora_config(r: int = 8, alpha: int = 16, dropout: float = 0.0, target_modules="all-linear", **kw):
-    """The LoRA setting of a role (upstream recipe by default: all linear layers, r 8, alpha 16)."""
+def lora_config(r: int = 8, alpha: int = 16, dropout: float = 0.0, target_modules="all-linear",
+                top_layers: int | None = None, model=None, **kw):
+    """The LoRA setting of a role (upstream recipe by default: all linear layers, r 8, alpha 16).
+
+    `top_layers` (with `model`) puts adapters on the linear layers of the last N decoder layers
+    only: the backward pass then stops there, which cuts training time where compute is scarce.
+    """
     from peft import LoraConfig
+
+    if top_layers is not None:
+        if model is None:
+            raise ValueError("lora_config(top_layers=...) needs the model, to find its decoder layers.")
+        target_modules = _top_linear_modules(model, top_layers)
 
     return LoraConfig(
         r=r,
@@ -152,6 +173,19 @@ def lora_config(r: int = 8, alpha: int = 16, dropout: float = 0.0, target_module
         task_type="CAUSAL_LM",
         **kw,
     )
+
+
+def _top_linear_modules(model, n: int) -> list[str]:
+    """Names of the nn.Linear modules inside the last `n` decoder layers (`...layers.<i>....`)."""
+    found = {}
+    for name, module in model.named_modules():
+        m = re.search(r"\.layers\.(\d+)\.", name)
+        if m and isinstance(module, torch.nn.Linear) and "lora_" not in name:
+            found.setdefault(int(m.group(1)), []).append(name)
+    if not found:
+        raise ValueError("top_layers: no '.layers.<i>.' linear modules found in this model; use top_layers=None.")
+    keep = sorted(found)[-n:]
+    return [name for i in keep for name in found[i]]
 
 
 def add_roles(loaded: LoadedModel, config=None, roles=ROLES) -> LoadedModel:

@@ -93,12 +93,11 @@ class Pipeline:
         """Make the loaded roles those trained in iteration k (0: fresh adapters)."""
         if self._adapters_of == k:
             return
-        lora = lora_config(**vars(self.config.lora))
         # Fresh LoRA weights are random: seed them, so a resumed run starts from the same ones.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.config.seed, "lora-init"))
             if k == 0 or not getattr(self.loaded.model, "peft_config", None):
-                add_roles(self.loaded, lora)
+                add_roles(self.loaded, lora_config(**vars(self.config.lora), model=self.loaded.model))
         if k > 0:
             load_roles(self.loaded, self.dir(k) / "adapters", trainable=True)
         self._adapters_of = k
@@ -164,12 +163,13 @@ class Pipeline:
                 if q.grow_seed_pool:
                     pool += [r["query"] for r in self._all_queries(k) + have if r["lang"] == lang]
                 slot_seeds = [derive_seed(c.seed, k, "queries", lang, round_, j) for j in range(share[lang] - count)]
-                accepted, rs = synthesize_round(self.backend, pool, slot_seeds, lang, q, c.sampling, dedup)
+                log: list[dict] = []
+                accepted, rs = synthesize_round(self.backend, pool, slot_seeds, lang, q, c.sampling, dedup, log)
                 new = [{"id": f"i{k}-{lang}-q{count + j:05d}", "lang": lang, "query": text_, "round": round_}
                        for j, text_ in enumerate(accepted)]
                 records.append_jsonl(path, new)
                 have += new
-                stats["by_round"].append({"round": round_, "lang": lang, **rs})
+                stats["by_round"].append({"round": round_, "lang": lang, **rs, "log": log})
                 records.write_json(stats_path, stats)
         if not have:
             raise RuntimeError(
@@ -258,7 +258,8 @@ class Pipeline:
 
             def attempt(chunk):
                 return lengthen.extension_round(self.backend, [{**it, "text": it["draft"]} for it in chunk],
-                                                self.role(k, "extender"), e, self.config.sampling, self.config.filters)
+                                                self.role(k, "extender"), e, self.config.sampling, self.config.filters,
+                                                trace=e.keep_trace)
             info = self._retrying(items, self.dir(k) / "extended.jsonl", e.max_tries, attempt)
             return {**info, "drafts_ok": len(drafts), "drafts_kept": len(kept)}
         self._timed(f"iter_{k}/extended", run)
@@ -289,7 +290,8 @@ class Pipeline:
                 save_roles(self.loaded, self.dir(k) / "adapters", roles=(role,))
                 return {"records": 0, "skipped": "no training data"}
             t = self.config.train
-            cfg = TrainConfig(epochs=t.epochs, lr=t.lr, warmup_ratio=t.warmup_ratio, batch_size=t.batch_size,
+            epochs = t.extender_epochs if role == "extender" and t.extender_epochs is not None else t.epochs
+            cfg = TrainConfig(epochs=epochs, lr=t.lr, warmup_ratio=t.warmup_ratio, batch_size=t.batch_size,
                               grad_accum=t.grad_accum, max_seq_len=t.max_seq_len,
                               gradient_checkpointing=t.gradient_checkpointing, save_every=t.save_every,
                               seed=self.config.seed + k)

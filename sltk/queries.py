@@ -80,11 +80,15 @@ def synthesize_round(
     cfg: QueryConfig,
     sampling: Sampling,
     dedup: Deduper,
+    log: list | None = None,
 ) -> tuple[list[str], dict]:
     """One try for each open slot (one seed each): generate, bound, deduplicate, judge.
 
-    Returns the accepted queries (already added to `dedup`) and the counts of this round.
+    Returns the accepted queries (already added to `dedup`) and the counts of this round. With
+    `log`, every candidate is appended to it with its outcome (empty, bounds, duplicate, judge_no,
+    judge_unclear or accepted).
     """
+    log = [] if log is None else log
     stop = (prompts.SELF_INSTRUCT_STOP[lang], *sampling.stop)
     gen = sampling.with_(max_new_tokens=cfg.max_new_tokens, stop=stop)
     outs = backend.generate(candidate_requests(pool, slot_seeds, lang, cfg.examples), gen, desc=f"queries ({lang})")
@@ -96,16 +100,20 @@ def synthesize_round(
         words = text.count_words(q)
         if not q:
             stats["empty"] += 1
+            log.append({"query": q, "outcome": "empty"})
         elif not cfg.min_words < words < cfg.max_words:
             stats["bounds"] += 1
+            log.append({"query": q, "outcome": "bounds"})
         elif dedup.is_duplicate(q) or this_round.is_duplicate(q):
             stats["duplicates"] += 1
+            log.append({"query": q, "outcome": "duplicate"})
         else:
             this_round.add(q)
             survivors.append((q, seed))
     queries = [q for q, _ in survivors]
     judge_seeds = [derive_seed(s, "judge") for _, s in survivors]
-    verdicts = judge(backend, queries, lang, sampling, judge_seeds) if cfg.judge else [True] * len(queries)
+    verdicts = (judge(backend, queries, lang, sampling, judge_seeds, mode=cfg.judge_mode) if cfg.judge
+                else [True] * len(queries))
     accepted = []
     for (q, _), verdict in zip(survivors, verdicts):
         stats["judged"] += cfg.judge
@@ -114,20 +122,35 @@ def synthesize_round(
         if verdict:
             dedup.add(q)
             accepted.append(q)
+        outcome = "accepted" if verdict else "judge_unclear" if verdict is None else "judge_no"
+        log.append({"query": q, "outcome": outcome})
     stats["accepted"] = len(accepted)
     return accepted, stats
 
 
+JUDGE_OPTIONS = {
+    "en": {"yes": ["yes", "Yes", "YES"], "no": ["no", "No", "NO"]},
+    "zh": {"yes": ["是", "适合", "可以"], "no": ["否", "不"]},
+}
+
+
 def judge(backend, queries: list[str], lang: str, sampling: Sampling | None = None,
-          seeds: list[int] | None = None) -> list[bool | None]:
+          seeds: list[int] | None = None, mode: str = "sample") -> list[bool | None]:
     """The base model's yes/no verdict on each query's suitability for a long text (None: unclear).
 
-    The answer is sampled with the loop's settings, as every call of the method is.
+    mode "sample" (upstream): the answer is sampled with the loop's settings and read as yes, no
+    or unclear. mode "logprob": a forced choice, yes when the first answer token is more likely
+    yes than no; never unclear, which suits small models that ramble instead of answering.
     """
     if not queries:
         return []
     seeds = seeds or [derive_seed(q, "judge") for q in queries]
     reqs = [ChatRequest(prompts.judge_messages(q, lang), role=None, seed=s) for q, s in zip(queries, seeds)]
+    if mode == "logprob":
+        scores = backend.choice_logprobs(reqs, JUDGE_OPTIONS[lang], desc="judge")
+        return [s["yes"] > s["no"] for s in scores]
+    if mode != "sample":
+        raise ValueError(f"queries.judge_mode must be 'sample' or 'logprob', got {mode!r}")
     settings = (sampling or Sampling()).with_(max_new_tokens=8, stop=(), loop_tokens=0)
     outs = backend.generate(reqs, settings, desc="judge")
     return [prompts.parse_yes_no(o.text, lang) for o in outs]

@@ -301,8 +301,17 @@ _OPENER_EN = re.compile(r"^(?:sure|certainly|of course|here(?:'s| is| are)|below
 _CLOSER_EN = re.compile(r"^(?:i hope|let me know|feel free|note:)", re.IGNORECASE)
 
 
+_TAG_OR_LINK = re.compile(r"^(?:[#@]\S+|https?://\S+)$")
+
+
 def _is_meta_line(line: str, lang: str, first: bool) -> bool:
-    """A short line that announces (first) or signs off (last) instead of being part of the text."""
+    """A line that announces (first) or signs off (last) instead of being part of the text.
+
+    Openers: up to 30 words (40 Chinese characters) that mention the text itself, or start like
+    "Here is", or end with a colon. Closers: up to 80 words that mention the text itself ("I hope
+    this expanded version..."), start like "I hope" / "Let me know", or consist only of hashtags,
+    handles and links.
+    """
     words, line = count_words(line), line.strip()
     if lang == "en":
         mentions = bool(_META_EN_RE.search(line))
@@ -310,10 +319,11 @@ def _is_meta_line(line: str, lang: str, first: bool) -> bool:
     else:
         mentions = any(word in line for word in META_WORDS_ZH)
         pattern = False
-    # Chinese counts every character as a word, hence its higher limits.
     if first:
         return words <= (30 if lang == "en" else 40) and (mentions or bool(pattern) or line.endswith((":", "：")))
-    return words <= (12 if lang == "en" else 30) and (mentions or bool(pattern))
+    if line.split() and all(_TAG_OR_LINK.match(tok) for tok in line.split()):
+        return True
+    return words <= (80 if lang == "en" else 120) and (mentions or bool(pattern))
 
 
 def strip_meta_lines(text: str, lang: str | None = None, head: bool = True, tail: bool = True) -> str:

@@ -207,3 +207,16 @@ def test_growing_layer_matches_concatenation():
     k, v = torch.randn(1, 3, 1, 4), torch.randn(1, 3, 1, 4)
     gk, gv = grow.update(k, v)
     assert torch.equal(gv[:, :, -1:], v) and gk.shape[-2] == 15
+
+
+def test_choice_logprobs_is_a_forced_choice_from_one_forward_pass(tiny):
+    backend = HFBackend(tiny, batch_size=2, show_progress=False)
+    reqs = [ChatRequest([{"role": "user", "content": q}]) for q in ("Is this long?", "Yes or no?", "Answer.")]
+    scores = backend.choice_logprobs(reqs, {"yes": ["yes", "Yes"], "no": ["no"]})
+    assert len(scores) == 3 and all(s["yes"] < 0 and s["no"] < 0 for s in scores)
+    # the same numbers as a direct forward pass over the rendered prompt
+    ids = tiny.tokenizer(render_prompt(tiny.tokenizer, reqs[2]), add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        logp = tiny.model(**ids).logits[0, -1].float().log_softmax(-1)
+    no_id = tiny.tokenizer("no", add_special_tokens=False)["input_ids"][0]
+    assert scores[2]["no"] == pytest.approx(float(logp[no_id]), abs=1e-4)

@@ -16,18 +16,18 @@ def test_unknown_setting_is_named(tmp_path, capsys):
 
 
 def test_missing_seed_file_is_named(tmp_path, capsys):
-    assert main(["demo", "--seeds", str(tmp_path / "none.jsonl")]) == 2
+    assert main(["drafts", "--seeds", str(tmp_path / "none.jsonl")]) == 2
     assert "none.jsonl does not exist" in capsys.readouterr().err
 
 
 def test_wrong_model_is_named(capsys):
-    assert main(["demo", "--model", "./no/such/model"]) == 2
+    assert main(["drafts", "--model", "./no/such/model"]) == 2
     assert "no such folder" in capsys.readouterr().err
 
 
 @pytest.mark.integration
 def test_demo_prints_a_length_table(capsys):
-    assert main(["demo", "-n", "3", "--max-new-tokens", "24", "--batch-size", "3"]) == 0
+    assert main(["drafts", "-n", "3", "--max-new-tokens", "24", "--batch-size", "3"]) == 0
     out = capsys.readouterr().out
     assert "with roles ['extender', 'generator']" in out and "nf4" in out
     assert out.count("seed-en-00") == 3

@@ -49,3 +49,23 @@ def test_cache_root_follows_sltk_cache(monkeypatch, tmp_path):
     monkeypatch.delenv("SLTK_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert embedded.cache_root() == tmp_path / "xdg" / "sltk"
+
+
+def test_top_layers_puts_adapters_on_the_last_layers_only(tiny):
+    from sltk.models import add_roles, lora_config
+
+    add_roles(tiny, lora_config(r=2, alpha=4, top_layers=1, model=tiny.model))
+    adapted = {n.split(".layers.")[1].split(".")[0] for n, _ in tiny.model.named_parameters() if "lora_A" in n}
+    assert adapted == {"1"}  # the tiny model has layers 0 and 1
+    with pytest.raises(ValueError, match="needs the model"):
+        lora_config(top_layers=2)
+
+
+def test_footprint_counts_trainable_parameters(tiny):
+    from sltk.models import add_roles, footprint, lora_config
+
+    before = footprint(tiny.model)
+    assert before["parameters"] > 0 and before["weights_MiB"] > 0
+    add_roles(tiny, lora_config(r=2, alpha=4))
+    after = footprint(tiny.model)
+    assert after["parameters"] > before["parameters"] and after["trainable"] > 0

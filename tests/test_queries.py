@@ -2,6 +2,8 @@
 
 import random
 
+import pytest
+
 from sltk.lengthen import keep_fraction, select_by_length
 from sltk.queries import Deduper, candidate_requests, normalize
 
@@ -63,3 +65,20 @@ def test_length_selection_is_by_words_and_order_free():
     kept_words = sorted(r["words"] for r in a)
     assert min(kept_words) >= 0.2 * 1990  # the shortest ~21% are always dropped
     assert 0.45 < len(a) / len(recs) < 0.75
+
+
+def test_logprob_judge_answers_every_query_and_matches_the_scores(tiny):
+    from sltk.backends import HFBackend
+    from sltk.queries import JUDGE_OPTIONS, judge
+
+    backend = HFBackend(tiny, batch_size=4, show_progress=False)
+    qs = ["Write a 3000-word history of the bicycle.", "What is 2+2?", "Tell a long saga of two families."]
+    verdicts = judge(backend, qs, "en", mode="logprob")
+    assert all(v in (True, False) for v in verdicts)  # a forced choice is never unclear
+    from sltk import prompts
+    from sltk.backends import ChatRequest
+
+    scores = backend.choice_logprobs([ChatRequest(prompts.judge_messages(q, "en")) for q in qs], JUDGE_OPTIONS["en"])
+    assert verdicts == [s["yes"] > s["no"] for s in scores]
+    with pytest.raises(ValueError, match="judge_mode"):
+        judge(backend, qs, "en", mode="vote")

@@ -625,7 +625,8 @@ def test_length_biased_sample_seeded():
 def test_strip_meta_lines_removes_announcements_at_both_ends_only():
     from sltk.text import strip_meta_lines
 
-    body = "Tides rise twice a day.\n\nThe moon pulls the water across the bay, and each revision of charts follows it."
+    body = ("Tides rise twice a day.\n\nThe moon pulls the water across the bay, and each revision of charts "
+            "follows it.\n\nSailors learn the rhythm early.")
     text = f"Here is the expanded version of the outline:\n\n{body}\n\nI hope this revised version helps."
     assert strip_meta_lines(text, "en") == body
     assert strip_meta_lines("Sure! Here's a longer text:\nTides rise.", "en") == "Tides rise."
@@ -635,3 +636,16 @@ def test_strip_meta_lines_removes_announcements_at_both_ends_only():
     assert strip_meta_lines(long_first + "\nMore.", "en").startswith("The response")
     zh = "以下是扩写后的版本：\n潮汐每天涨落两次。\n希望这个修改后的版本对你有帮助。"
     assert strip_meta_lines(zh, "zh") == "潮汐每天涨落两次。"
+
+
+def test_strip_meta_lines_drops_closing_commentary_and_tag_lines():
+    from sltk.text import has_meta_commentary, strip_meta_lines
+
+    body = "Tides rise twice a day.\n\nSailors learn the rhythm early."
+    closing = ("Overall, I hope that this expanded version of the story gives readers a better sense of the sea "
+               "and of the people who live beside it, and I am excited to see where it goes next!")
+    assert has_meta_commentary(f"{body}\n\n{closing}", "en")  # the filter would reject the whole text
+    assert strip_meta_lines(f"{body}\n\n{closing}", "en") == body
+    assert strip_meta_lines(f"{body}\n\n#tides #sea @harbour https://example.org/x", "en") == body
+    too_long = "This version " + "of the tale goes on and on " * 14 + "."
+    assert strip_meta_lines(f"{body}\n\n{too_long}", "en").endswith(too_long)  # over 80 words: kept

@@ -1,0 +1,218 @@
+"""The OpenAI-compatible backend against a real `transformers serve` running the embedded model."""
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from sltk.backends import ChatRequest, PromptError, Sampling
+from sltk.models import ModelError
+from sltk.served import OpenAIBackend, RequestRejected, ServerError, cut_at_stops
+
+GREEDY = Sampling(temperature=0, max_new_tokens=8, stop=(), loop_tokens=0)
+QUESTIONS = ["Name a colour.", "Write a poem.", "What is 2+2?", "Name a fruit.", "Why is the sky blue?", "Say hi."]
+
+
+def ask(question, **kw):
+    return ChatRequest([{"role": "user", "content": question}], **kw)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`transformers serve` on the embedded checkpoint, in its own process group."""
+
+    def __init__(self, folder: Path, log: Path):
+        script = Path(sys.executable).parent / "transformers"
+        if not script.exists() or any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn", "openai")):
+            pytest.skip("`transformers serve` is not available: pip install 'transformers[serving]'")
+        self.model, self.port = str(folder), free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        hub = log.parent / "hub"
+        hub.mkdir(exist_ok=True)
+        # An existing, empty hub cache: /v1/models scans it and answers 500 when it is missing.
+        # One thread: the CPU is shared, and oversubscribed threads slow decoding tenfold.
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub), "OMP_NUM_THREADS": "1"}
+        self.log = log
+        self.proc = subprocess.Popen(
+            [str(script), "serve", self.model, "--device", "cpu", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self._wait(120)
+
+    def _wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"transformers serve exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/models", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        pytest.fail(f"transformers serve did not answer within {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="module")
+def server(embedded_dir, tmp_path_factory):
+    srv = Server(embedded_dir, tmp_path_factory.mktemp("serve") / "serve.log")
+    yield srv
+    srv.stop()
+
+
+def backend(srv, **kw):
+    kw = {"tokenizer": srv.model, "concurrency": 2, "show_progress": False, "timeout": 60, **kw}
+    return OpenAIBackend(srv.url, srv.model, **kw)
+
+
+def test_cut_at_stops_takes_the_earliest():
+    assert cut_at_stops("a---b\n\n\nc", ("\n\n\n", "---")) == ("a", True)
+    assert cut_at_stops("abc", ("x", "")) == ("abc", False)
+
+
+def test_closed_port_fails_after_retries_naming_the_url():
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    be = OpenAIBackend(url, "m", retries=2, backoff=0.05, timeout=2, show_progress=False)
+    started = time.monotonic()
+    with pytest.raises(ServerError) as err:
+        be.generate([ask("Hi")], GREEDY)
+    assert time.monotonic() - started < 5
+    msg = str(err.value)
+    assert url + "/chat/completions" in msg and "3 attempts" in msg and "check --base-url" in msg
+    assert "0 of 1 requests finished" in msg
+
+
+def test_prefill_without_tokenizer_names_the_fix():
+    be = OpenAIBackend("http://127.0.0.1:9/v1", "m", show_progress=False)
+    with pytest.raises(ModelError, match="tokenizer="):
+        be.generate([ask("Count.", prefill="1, 2,")], GREEDY)
+    with pytest.raises(ModelError, match="roles="):
+        be.generate([ask("Hi", role="extender")], GREEDY)
+
+
+def test_context_rejects_a_prompt_that_leaves_no_room(tokenizer):
+    with pytest.raises(ModelError, match="tokenizer="):
+        OpenAIBackend("http://127.0.0.1:9/v1", "m", context=64)
+    be = OpenAIBackend("http://127.0.0.1:9/v1", "m", tokenizer=tokenizer, context=64, show_progress=False)
+    with pytest.raises(PromptError, match="context of 64"):
+        be.generate([ask("word " * 80)], GREEDY)
+
+
+@pytest.mark.integration
+def test_chat_completion_stops_at_the_token_cap(server):
+    be = backend(server)
+    [out] = be.generate([ask("Write a long story about a lighthouse.", id="s")], GREEDY)
+    assert out.text.strip() and out.id == "s"
+    assert (out.finish_reason, out.tokens) == ("length", 8) and out.prompt_tokens > 0
+    assert be.last_stats["finish_reasons"]["length"] == 1 and be.last_stats["tokens"] == 8
+    assert be.send_extra_fields is False  # transformers serve refuses top_k / repetition_penalty: dropped
+
+
+@pytest.mark.integration
+def test_context_caps_max_tokens_to_the_room_left(server, tokenizer):
+    req = ask("Write a long story about a lighthouse.")
+    used = len(tokenizer.apply_chat_template(req.messages, add_generation_prompt=True, tokenize=True)["input_ids"])
+    [out] = backend(server, context=used + 5).generate([req], GREEDY.with_(max_new_tokens=32))
+    assert (out.tokens, out.finish_reason, out.prompt_tokens) == (5, "length", used)
+
+
+@pytest.mark.integration
+def test_prefill_is_continued_through_completions(server):
+    be = backend(server, roles={"generator": server.model})
+    outs = be.generate([ask("Count from 1 to 10.", prefill="1, 2, 3, 4,", role="generator"),
+                        ask("Recite the alphabet.", prefill="a, b, c, d,")], GREEDY)
+    assert outs[0].text.startswith(" 5, 6")
+    assert outs[1].text.startswith(" e, f")
+
+
+@pytest.mark.integration
+def test_concurrent_results_keep_request_order(server):
+    caps = [5, 2, 7, 3, 6, 4]
+    reqs = [ask(q, id=f"q{i}", max_new_tokens=c) for i, (q, c) in enumerate(zip(QUESTIONS, caps))]
+    seen = []
+    outs = backend(server, concurrency=3).generate(reqs, GREEDY, on_result=lambda i, c: seen.append(i))
+    assert [o.id for o in outs] == [r.id for r in reqs] and sorted(seen) == list(range(len(reqs)))
+    assert all(o.tokens <= c and (o.finish_reason == "stop" or o.tokens == c) for o, c in zip(outs, caps))
+    serial = backend(server, concurrency=1).generate(reqs, GREEDY)
+    assert [o.text for o in outs] == [o.text for o in serial]
+
+
+@pytest.mark.integration
+def test_stop_strings_beyond_four_are_cut_locally(server):
+    be = backend(server)
+    [full] = be.generate([ask("Write a poem.")], GREEDY.with_(max_new_tokens=12))
+    word = full.text.split()[3]
+    stops = ("@@1", "@@2", "@@3", "@@4", word)  # the fifth is never sent to the server
+    [cut] = be.generate([ask("Write a poem.")], GREEDY.with_(max_new_tokens=12, stop=stops))
+    assert cut.text == full.text[: full.text.find(word)] and cut.finish_reason == "stop"
+
+
+@pytest.mark.integration
+def test_seeded_sampling_through_extra_body(server):
+    # transformers serve samples only when the generation config says so; extra_body carries it.
+    be = backend(server, concurrency=1, extra_body={"generation_config": json.dumps({"do_sample": True})})
+    outs = be.generate([ask("Write a poem.", seed=s) for s in (5, 5)], Sampling(temperature=1.0, max_new_tokens=8))
+    assert outs[0].text == outs[1].text
+
+
+@pytest.mark.integration
+def test_refused_request_fails_at_once_with_the_server_message(server):
+    be = OpenAIBackend(server.url, "no-such-model", retries=3, backoff=2, show_progress=False)
+    started = time.monotonic()
+    with pytest.raises(RequestRejected, match="HTTP 400.*no-such-model"):
+        be.generate([ask("Hi")], GREEDY)
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.integration
+def test_server_killed_mid_run_keeps_the_finished_results(server, embedded_dir, tmp_path):
+    doomed = Server(embedded_dir, tmp_path / "doomed.log")
+    reqs = [ask(q, id=f"q{i}") for i, q in enumerate(QUESTIONS)]
+    saved: dict[int, object] = {}
+
+    def on_result(i, completion):
+        saved[i] = completion  # what a pipeline step appends to its records
+        if len(saved) == 2:
+            doomed.kill()
+
+    try:
+        with pytest.raises(ServerError) as err:
+            backend(doomed, retries=1, backoff=0.1).generate(reqs, GREEDY, on_result=on_result)
+    finally:
+        doomed.kill()
+    assert doomed.url in str(err.value) and "check --base-url" in str(err.value)
+    assert 2 <= len(saved) < len(reqs) and f"{len(saved)} of {len(reqs)} requests finished" in str(err.value)
+    # Resume: only the missing requests are generated again, and nothing is lost.
+    missing = [i for i in range(len(reqs)) if i not in saved]
+    resumed = backend(server).generate([reqs[i] for i in missing], GREEDY)
+    merged = {**saved, **dict(zip(missing, resumed))}
+    reference = backend(server).generate(reqs, GREEDY)
+    assert [merged[i].text for i in range(len(reqs))] == [o.text for o in reference]
