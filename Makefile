@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM ?= false
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH)"
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,notebooks]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,notebooks,serve]"
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps "$(EMBEDDED)"
 	@touch $@
 

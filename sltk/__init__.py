@@ -10,7 +10,7 @@ import logging
 # bitsandbytes warns at import that an optional CPU kernel package is missing; sltk does not use it.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
-from .backends import ChatRequest, Completion, HFBackend, PromptError, Sampling
+from .backends import ChatRequest, Completion, HFBackend, OpenAIBackend, PromptError, Sampling, ServerError
 from .config import Config, preset
 from .embedded import EmbeddedModelError
 from .models import (
@@ -39,9 +39,11 @@ __all__ = [
     "HFBackend",
     "LoadedModel",
     "ModelError",
+    "OpenAIBackend",
     "Pipeline",
     "PromptError",
     "Sampling",
+    "ServerError",
     "add_roles",
     "load_base",
     "load_roles",

@@ -451,3 +451,7 @@ class HFBackend:
                     seen, last = seen[keep], last[keep]
                 else:
                     cache = mask = seen = last = None
+
+
+# The served backend has the same interface; it lives in its own module.
+from .served import OpenAIBackend, ServerError  # noqa: E402, F401

@@ -86,6 +86,24 @@ def _notebooks(args) -> int:
     return 0
 
 
+def _eval(args) -> int:
+    from .analysis import markdown
+    from .config import Config
+    from .evaluate import EvalSettings, run
+    from .pipeline import Pipeline
+
+    folder = Path(args.runs_dir) / args.run
+    if not (folder / "config.yaml").exists():
+        raise FileNotFoundError(f"No run at {folder} (no config.yaml): start one with `sltk run --name {args.run}`.")
+    pipeline = Pipeline(Config.load(folder / "config.yaml"), folder)
+    settings = EvalSettings(args.benchmark, args.subset, args.max_length, args.lang, args.max_new_tokens,
+                            tuple(args.models or ()), args.judge, args.seed)
+    table = run(pipeline, settings)
+    print(markdown(table))
+    print(f"Results, outputs and figures: {folder / 'bench'}")
+    return 0
+
+
 def _run(args) -> int:
     from .config import Config, preset
     from .pipeline import Pipeline
@@ -142,6 +160,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="a config.yaml to use instead of a preset")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change one setting, e.g. train.lr=3e-4")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("eval", help="evaluate a run's base model and Generators on a benchmark file")
+    p.add_argument("--run", default="demo", help="run name: the folder under --runs-dir")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--benchmark", required=True,
+                   help="a benchmark file (longbench_write[_en].jsonl, longwrite_ruler.jsonl, LonGen.jsonl) or its "
+                        "name, looked up in $SLTK_EVAL_SETS")
+    p.add_argument("--subset", type=int, help="evaluate the first N items (after the filters)")
+    p.add_argument("--max-length", type=int, help="keep items whose required length is below this")
+    p.add_argument("--lang", choices=["en", "zh"], help="keep items of this output language")
+    p.add_argument("--max-new-tokens", type=int, default=2048)
+    p.add_argument("--models", nargs="*", help="base, generator_iter_1, ... (default: all)")
+    p.add_argument("--judge", action="store_true", help="LLM-as-judge quality with the run's base model (weak)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_eval)
 
     args = parser.parse_args(argv)
     args.preset_given = any(a.startswith("--preset") for a in (argv if argv is not None else sys.argv[1:]))

@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+LOOP = ("00_", "01_", "02_", "03_")  # what `sltk demo` runs; 04 evaluates on benchmark files
 
 
-def plan(iterations: int, folder: Path = NOTEBOOKS) -> list[tuple[Path, dict, str]]:
+def plan(iterations: int, folder: Path = NOTEBOOKS, prefixes=LOOP) -> list[tuple[Path, dict, str]]:
     """(notebook, parameters, name of the executed copy) in the order they run."""
-    books = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    books = [b for b in sorted(folder.glob("[0-9][0-9]_*.ipynb")) if not prefixes or b.name.startswith(prefixes)]
     if not books:
         raise FileNotFoundError(f"No numbered notebooks in {folder}; run from a checkout of the repository.")
     out = []
@@ -29,11 +30,8 @@ def plan(iterations: int, folder: Path = NOTEBOOKS) -> list[tuple[Path, dict, st
 
 
 def run(preset: str, name: str, runs_dir: str | Path = "runs", model: str | None = None,
-        folder: Path = NOTEBOOKS, only: list[str] | None = None, log=print) -> Path:
-    """Execute the notebooks for run `runs_dir/name`; returns the run folder.
-
-    `only` restricts to notebooks whose names start with one of its prefixes (e.g. ["00", "02"]).
-    """
+        folder: Path = NOTEBOOKS, prefixes=LOOP, log=print) -> Path:
+    """Execute the notebooks whose names start with `prefixes`, for run `runs_dir/name`; returns the run folder."""
     import papermill
 
     from .config import preset as make_preset
@@ -44,9 +42,7 @@ def run(preset: str, name: str, runs_dir: str | Path = "runs", model: str | None
     out_dir.mkdir(parents=True, exist_ok=True)
     params = {"PRESET": preset, "RUN_NAME": name, "RUNS_DIR": str(run_folder.parent), "MODEL": model or ""}
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    for book, extra, copy in plan(config.iterations, folder):
-        if only and not any(book.name.startswith(p) for p in only):
-            continue
+    for book, extra, copy in plan(config.iterations, folder, prefixes):
         start = time.perf_counter()
         label = book.stem + (f" (iteration {extra['ITERATION']})" if extra else "")
         log(f"notebook {label} ...")

@@ -132,3 +132,52 @@ def loss_curves(adapters: str | Path, title: str = "Training loss (token mean)")
     ax.set(xlabel="optimizer step", ylabel="loss (nats per target token)", title=title)
     ax.legend()
     return fig
+
+
+def required_vs_produced(items: list[dict], outputs: dict[str, list[dict]], bench: str = "longbench_write"):
+    """Produced against required length per model, log axes, with the y = x line (as LongWriter draws it).
+
+    LonGen items have an accepted interval: the required length is its middle.
+    """
+    from . import scoring, text
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    required = [(i["interval"][0] + i["interval"][1]) / 2 if "interval" in i else i["length"] for i in items]
+    for model, outs in outputs.items():
+        count = text.count_words if bench == "longen" else scoring.words_longwriter
+        produced = [max(count(o["text"]), 1) for o in outs]
+        ax.scatter(required, produced, s=14, alpha=0.7, label=model)
+    lo, hi = min(required + [10]), max(required) * 1.5
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
+    ax.set(xscale="log", yscale="log", xlabel="required length (words)", ylabel="produced length (words)",
+           title="Required vs produced length")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def score_by_bucket(items: list[dict], outputs: dict[str, list[dict]]):
+    """LongBench-Write S_l per required-length bucket, one bar per model."""
+    from . import scoring
+
+    frames = []
+    for model, outs in outputs.items():
+        per = scoring.longbench_write_scores(items, outs)
+        frames.append(per.groupby("bucket", sort=False)["S_l"].mean().rename(model))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    pd.concat(frames, axis=1).plot.bar(ax=ax, rot=0)
+    ax.set(xlabel="required length bucket (words)", ylabel="S_l (0-100)", title="Length score per bucket",
+           ylim=(0, 100))
+    return fig
+
+
+def degradation_curve(curves: pd.DataFrame, column: str = "repeated_before"):
+    """Mean share of repeated n-grams per position along the answers, one line per model."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if len(curves):
+        for model, part in curves.groupby("model", sort=False):
+            mean = part.groupby("segment")[[column, "position"]].mean()
+            ax.plot(mean["position"], mean[column], "o-", label=model)
+    ax.set(xlabel="position in the answer (0 = start, 1 = end)", ylabel="share of repeated 10-grams",
+           title="Where repetition sets in", ylim=(0, None))
+    ax.legend()
+    return fig

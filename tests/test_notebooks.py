@@ -15,7 +15,7 @@ import sltk
 from sltk import notebooks
 
 BOOKS = sorted(notebooks.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-REQUIRED = ("00_", "01_", "02_", "03_")
+REQUIRED = ("00_", "01_", "02_", "03_", "04_")
 
 
 def _code(book: Path) -> str:
@@ -85,14 +85,15 @@ def test_every_sltk_name_a_notebook_uses_exists(book):
 def test_the_plan_runs_02_once_per_iteration():
     names = [copy for _, _, copy in notebooks.plan(3)]
     assert [n for n in names if n.startswith("02_")] == [f"02_one_iteration_iter{k}.ipynb" for k in (1, 2, 3)]
-    assert names[0].startswith("00_") and names[-1].startswith("03_")
+    assert names[0].startswith("00_") and names[-1].startswith("03_")  # the demo: the loop's notebooks
+    assert [c for _, _, c in notebooks.plan(1, prefixes=("04_",))] == ["04_evaluation.ipynb"]
 
 
 @pytest.mark.integration
 def test_notebooks_execute_top_to_bottom_on_the_smoke_preset(tmp_path):
-    folder = notebooks.run("smoke", "nb", tmp_path, log=lambda *_: None)
+    folder = notebooks.run("smoke", "nb", tmp_path, prefixes=(), log=lambda *_: None)  # all, 04 included
     executed = sorted((folder / "notebooks").glob("*.ipynb"))
-    assert [p.name for p in executed] == sorted(copy for _, _, copy in notebooks.plan(2))
+    assert [p.name for p in executed] == sorted(copy for _, _, copy in notebooks.plan(2, prefixes=()))
     for path in executed:  # every code cell ran
         nb = nbformat.read(path, as_version=4)
         assert all(c.execution_count for c in nb.cells if c.cell_type == "code" and c.source.strip()), path.name
@@ -101,3 +102,4 @@ def test_notebooks_execute_top_to_bottom_on_the_smoke_preset(tmp_path):
     figures = {p.name for p in (folder / "figures").glob("*.png")}
     assert {"iter1_length_biased.png", "iter2_loss.png", "growth_curve.png", "filter_rates.png"} <= figures
     assert (folder / "eval" / "growth.csv").read_text().count("\n") == 3  # header, base, 2 Generators
+    assert len((folder / "bench" / "longbench_write_en" / "results.csv").read_text().splitlines()) == 4

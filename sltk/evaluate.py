@@ -1,0 +1,138 @@
+"""Benchmark evaluation of a run: the base model and each iteration's Generator (`sltk eval`).
+
+Outputs are generated resumably into `<run>/bench/<benchmark>/<model>.jsonl` (finished ids are
+skipped), then scored: LongBench-Write S_l per bucket, LonGen length following, Ruler lengths,
+optionally an LLM judge (S_q, with its parse rate), and repetition along each answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from . import benchmarks, degradation, judge, records, scoring, text
+from .backends import ChatRequest, Sampling, derive_seed
+
+# LongWriter's evaluation sampling (METHOD 2.2); the token cap is the caller's.
+EVAL_SAMPLING = Sampling(temperature=0.5, top_p=0.8, top_k=50, repetition_penalty=1.0)
+
+
+@dataclass
+class EvalSettings:
+    benchmark: str  # a path, or a name found under $SLTK_EVAL_SETS
+    subset: int | None = None  # the first N items after the filters
+    max_length: int | None = None  # LongBench-Write/Ruler: keep required lengths below this
+    lang: str | None = None  # keep items of this output language
+    max_new_tokens: int = 2048
+    models: tuple[str, ...] = ()  # "base", "generator_iter_<k>"; empty: base and every iteration
+    judge: bool = False  # score quality with the run's base model as the judge (weak)
+    seed: int = 0
+
+
+def select(items: list[dict], s: EvalSettings) -> list[dict]:
+    """The benchmark items to evaluate: language and length filters, then the first `subset`."""
+    if s.lang:
+        items = [i for i in items if i["lang"] == s.lang]
+    if s.max_length:
+        items = [i for i in items if "length" not in i or i["length"] < s.max_length]
+    return items[: s.subset] if s.subset else items
+
+
+def model_names(iterations: int, wanted=()) -> list[str]:
+    names = ["base"] + [f"generator_iter_{k}" for k in range(1, iterations + 1)]
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; this run has {names}")
+    return [n for n in names if not wanted or n in wanted]
+
+
+def generate(pipeline, name: str, items: list[dict], s: EvalSettings, out: Path) -> list[dict]:
+    """Answers of one model to the items, appended to `out` chunk by chunk; finished ids are reused."""
+    done = {r["id"]: r for r in records.read_jsonl(out, repair_tail=True)} if out.exists() else {}
+    pending = [i for i in items if i["id"] not in done]
+    if pending:
+        k = 0 if name == "base" else int(name.rsplit("_", 1)[1])
+        if k:
+            pipeline.roles_of(k)
+        sampling = EVAL_SAMPLING.with_(max_new_tokens=s.max_new_tokens)
+        size = pipeline.config.chunk
+        for start in range(0, len(pending), size):
+            chunk = pending[start : start + size]
+            reqs = [ChatRequest([{"role": "user", "content": i["query"]}], role="generator" if k else None, id=i["id"],
+                                seed=derive_seed(s.seed, "bench", i["id"])) for i in chunk]
+            outs = pipeline.backend.generate(reqs, sampling, desc=f"{Path(out).parent.name} {name}")
+            new = [{"id": o.id, "text": o.text, "tokens": o.tokens, "finish": o.finish_reason} for o in outs]
+            records.append_jsonl(out, new)
+            done.update({r["id"]: r for r in new})
+    return [done[i["id"]] for i in items]
+
+
+def judged(pipeline, name: str, items: list[dict], outputs: list[dict], kind: str, out: Path) -> dict:
+    """Judge scores of one model's outputs (the run's base model as judge), saved once to `out`."""
+    if out.exists():
+        rows = records.read_jsonl(out)
+    else:
+        pipeline.roles_of(0)
+        result = judge.judge(pipeline.backend, [{**i, "text": o["text"]} for i, o in zip(items, outputs)], kind)
+        rows = result.rows
+        records.write_jsonl(out, rows)
+    parsed = {r["id"]: r["scores"] for r in rows if r["scores"] is not None}
+    return {"scores": parsed, "parse_rate": len(parsed) / len(rows) if rows else float("nan")}
+
+
+def score_row(bench: str, name: str, items: list[dict], outputs: list[dict], quality: dict | None) -> dict:
+    """One results row: lengths, the benchmark's length score, and quality when judged."""
+    words = [text.count_words(o["text"]) for o in outputs]
+    row = {"model": name, "n": len(items), "mean_words": round(sum(words) / max(len(words), 1), 1),
+           "cap_hit": round(sum(o["finish"] == "length" for o in outputs) / max(len(outputs), 1), 3)}
+    if bench == "longen":
+        summary = scoring.longen_summary(items, outputs)
+        row["length_score"] = round(summary["overall"], 1)
+        row.update({f"score_{t}": round(v, 1) for t, v in summary["type"].items()})
+    else:
+        table = scoring.longbench_write_summary(items, outputs, quality["scores"] if quality else None)
+        row["S_l"] = round(float(table.loc["overall", "S_l"]), 1)
+        for group in table.index[1:]:
+            if table.loc[group, "n"]:
+                row[f"S_l {group}"] = round(float(table.loc[group, "S_l"]), 1)
+        if quality:
+            row["S_q"] = round(float(table.loc["overall", "S_q"]), 1)
+            row["S"] = round(float(table.loc["overall", "S"]), 1)
+    if quality and bench == "longen" and quality["scores"]:
+        row["quality"] = round(scoring.longen_quality(quality["scores"].values())["quality"], 2)
+    if quality:
+        row["judge_parse_rate"] = round(quality["parse_rate"], 3)
+    return row
+
+
+def run(pipeline, s: EvalSettings) -> pd.DataFrame:
+    """Generate, score and plot; write results.csv/.md and figures into `<run>/bench/<benchmark>/`."""
+    from . import analysis, plots
+
+    path = Path(s.benchmark) if Path(s.benchmark).exists() else benchmarks.locate(s.benchmark)
+    bench = benchmarks.guess(path)
+    items = select(benchmarks.load(path), s)
+    if not items:
+        raise ValueError(f"No item of {path} is left after the filters (lang={s.lang}, max_length={s.max_length}).")
+    folder = pipeline.folder / "bench" / path.stem
+    folder.mkdir(parents=True, exist_ok=True)
+    kind = "longen" if bench == "longen" else "longbench_write"
+    rows, outputs = [], {}
+    for name in model_names(pipeline.config.iterations, s.models):
+        outs = generate(pipeline, name, items, s, folder / f"{name}.jsonl")
+        quality = judged(pipeline, name, items, outs, kind, folder / f"{name}.judge.jsonl") if s.judge else None
+        rows.append(score_row(bench, name, items, outs, quality))
+        outputs[name] = [{**o, "lang": i["lang"]} for i, o in zip(items, outs)]
+    table = pd.DataFrame(rows)
+    table.to_csv(folder / "results.csv", index=False)
+    (folder / "results.md").write_text(analysis.markdown(table))
+    plots.save(plots.required_vs_produced(items, outputs, bench), folder / "required_vs_produced.png")
+    if bench != "longen":
+        plots.save(plots.score_by_bucket(items, outputs), folder / "S_l_by_bucket.png")
+    lang = items[0]["lang"] if len({i["lang"] for i in items}) == 1 else None
+    curves = degradation.curves({m: o for m, o in outputs.items()}, lang=lang)
+    plots.save(plots.degradation_curve(curves), folder / "degradation.png")
+    degradation.summary(outputs, lang=lang).to_csv(folder / "degradation.csv")
+    return table
