@@ -186,16 +186,26 @@ TERMINAL_MARKS = frozenset(".!?。！？…")
 CLOSERS = frozenset("\"'”’)]」』》】）〉")
 
 
+def _without_signature(text: str) -> str:
+    """The text without a closing letter signature ("Warm regards,\nSarah"), which ends no sentence."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) >= 3 and 0 < len(lines[-1].split()) <= 5 and lines[-2].endswith((",", "，")) \
+            and len(lines[-2].split()) <= 5:
+        return "\n".join(lines[:-2])
+    return text
+
+
 def ends_properly(text: str, lang: str | None = None) -> bool:
     """True when the stripped text ends with a sentence-closing mark.
 
     Accepted for both languages: ``. ! ? 。 ！ ？ …`` (so also ``...`` and
     ``……``), each optionally followed by closing quotes or brackets
     (``" ' ” ’ ) ] 」 』 》 】 ） 〉``). A closer without a terminal mark before it
-    is rejected, as is empty text.
+    is rejected, as is empty text. A letter's signature after a short valediction
+    ("Best regards,\nSam") is looked past: the sentence before it must end properly.
     """
     _resolve_lang(text, lang)  # validates ``lang``; the rule is the same for both
-    body = text.rstrip()
+    body = _without_signature(text).rstrip()
     while body and body[-1] in CLOSERS:
         body = body[:-1].rstrip()
     return bool(body) and body[-1] in TERMINAL_MARKS

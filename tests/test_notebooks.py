@@ -101,5 +101,5 @@ def test_notebooks_execute_top_to_bottom_on_the_smoke_preset(tmp_path):
     assert {"iter_1/queries", "iter_2/train_extender", "eval/generator_iter_2", "final/dataset"} <= set(manifest)
     figures = {p.name for p in (folder / "figures").glob("*.png")}
     assert {"iter1_length_biased.png", "iter2_loss.png", "growth_curve.png", "filter_rates.png"} <= figures
-    assert (folder / "eval" / "growth.csv").read_text().count("\n") == 3  # header, base, 2 Generators
+    assert (folder / "eval" / "growth.csv").read_text().count("\n") == 4  # header, base, 2 Generators
     assert len((folder / "bench" / "longbench_write_en" / "results.csv").read_text().splitlines()) == 4

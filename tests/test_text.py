@@ -649,3 +649,14 @@ def test_strip_meta_lines_drops_closing_commentary_and_tag_lines():
     assert strip_meta_lines(f"{body}\n\n#tides #sea @harbour https://example.org/x", "en") == body
     too_long = "This version " + "of the tale goes on and on " * 14 + "."
     assert strip_meta_lines(f"{body}\n\n{too_long}", "en").endswith(too_long)  # over 80 words: kept
+
+
+def test_a_letter_signature_after_a_valediction_ends_properly():
+    from sltk.text import ends_properly
+
+    letter = "Dear Sam,\n\nThank you for the visit. We loved it.\n\nWarm regards,\nSarah Thompson"
+    assert ends_properly(letter, "en")
+    assert ends_properly("Thanks again for everything.\n\nBest,\n\nMali\n", "en")
+    assert not ends_properly("Thank you for the visit, and\n\nWarm regards,\nSarah", "en")  # cut before it
+    assert not ends_properly("We walked to the harbour and\nthen,\nthe", "en")  # not a signature: no sentence ends
+    assert not ends_properly("Our plan:\n\nItems to bring,\nthe tent poles and", "en")
