@@ -28,6 +28,12 @@ def derive_seed(*parts) -> int:
     return random.Random("-".join(map(str, parts))).randrange(2**31)
 
 
+def request_seeds(requests, seed: int | None) -> list[int]:
+    """Each request's sampling seed: its own, else one from the call's seed and its position."""
+    return [r.seed if r.seed is not None else (0 if seed is None else seed) * 1_000_003 + i
+            for i, r in enumerate(requests)]
+
+
 @dataclass(frozen=True)
 class Sampling:
     """Sampling settings of a call (upstream Self-Lengthen values by default)."""
@@ -244,8 +250,7 @@ class HFBackend:
                 )
             prompts.append(ids)
         caps = [r.max_new_tokens for r in requests]
-        seeds = [r.seed if r.seed is not None else (0 if seed is None else seed) * 1_000_003 + i
-                 for i, r in enumerate(requests)]
+        seeds = request_seeds(requests, seed)
         results: list[Completion | None] = [None] * len(requests)
         started, total_tokens = time.perf_counter(), 0
         self._steps = 0

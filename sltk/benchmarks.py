@@ -8,13 +8,14 @@ and the length requirement (``length`` or ``constraint`` plus its accepted ``int
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import records
 
 __all__ = [
     "BENCHMARKS",
@@ -103,18 +104,7 @@ def _read_rows(path: str | os.PathLike, bench: Benchmark | None = None) -> list[
     path = Path(path)
     if not path.is_file():
         raise BenchmarkError(f"{path}: no such file. {_hint(bench or _by_file_name(path))}")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BenchmarkError(f"{path}:{number}: invalid JSON ({exc.msg}).") from exc
-            if not isinstance(row, dict):
-                raise BenchmarkError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}.")
-            rows.append((number, row))
+    rows = records.numbered_objects(path, BenchmarkError, "invalid JSON ({msg}).")
     if not rows:
         raise BenchmarkError(f"{path}: the file is empty. {_hint(bench or _by_file_name(path))}")
     return rows

@@ -18,7 +18,13 @@ def read_jsonl(path: str | os.PathLike, repair_tail: bool = False) -> list[dict]
         raise FileNotFoundError(f"{path} does not exist; check the path.")
     if repair_tail:
         _drop_torn_tail(path)
-    records = []
+    return [record for _, record in numbered_objects(path)]
+
+
+def numbered_objects(path: str | os.PathLike, error: type[Exception] = ValueError,
+                     invalid: str = "not valid JSON ({msg}); fix or remove that line.") -> list[tuple[int, dict]]:
+    """(line number, object) for every non-blank line; a bad line raises `error` naming file and line."""
+    rows = []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
@@ -26,11 +32,11 @@ def read_jsonl(path: str | os.PathLike, repair_tail: bool = False) -> list[dict]
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg}); fix or remove that line.") from exc
+                raise error(f"{path}:{number}: " + invalid.format(msg=exc.msg)) from exc
             if not isinstance(record, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}.")
-            records.append(record)
-    return records
+                raise error(f"{path}:{number}: expected a JSON object, got {type(record).__name__}.")
+            rows.append((number, record))
+    return rows
 
 
 def _drop_torn_tail(path: Path) -> None:

@@ -118,18 +118,25 @@ def combined_score(s_l: float, s_q: float) -> float:
     return (s_l + s_q) / 2.0
 
 
-def lbw_quality(scores: Iterable[Mapping[str, float]]) -> dict:
-    """Per dimension (mean − 1) × 25 over the items, and S_q = their mean (each 0–100)."""
+def _checked_means(scores, names, top: int, what: str) -> dict[str, float]:
+    """Mean score per name over the items, refusing any score outside 1–`top`."""
     scores = list(scores)
     if not scores:
-        raise ValueError("no judged items to compute S_q from")
+        raise ValueError(f"no judged items to compute {what} from")
     out = {}
-    for dim in LBW_DIMENSIONS:
-        values = [s[dim] for s in scores]
-        bad = [v for v in values if not 1 <= v <= 5]
+    for name in names:
+        values = [s[name] for s in scores]
+        bad = [v for v in values if not 1 <= v <= top]
         if bad:
-            raise ValueError(f"{dim} scores must be within 1–5, got {bad[:3]}")
-        out[dim] = (statistics.fmean(values) - 1.0) * 25.0
+            raise ValueError(f"{name} scores must be within 1–{top}, got {bad[:3]}")
+        out[name] = statistics.fmean(values)
+    return out
+
+
+def lbw_quality(scores: Iterable[Mapping[str, float]]) -> dict:
+    """Per dimension (mean − 1) × 25 over the items, and S_q = their mean (each 0–100)."""
+    means = _checked_means(scores, LBW_DIMENSIONS, 5, "S_q")
+    out = {dim: (mean - 1.0) * 25.0 for dim, mean in means.items()}
     out["S_q"] = statistics.fmean(out[dim] for dim in LBW_DIMENSIONS)
     return out
 
@@ -334,14 +341,6 @@ def longen_summary(items: list[dict], outputs) -> dict:
 def longen_quality(scores: Iterable[Mapping[str, float]]) -> dict:
     """LonGen quality (1–10): the mean of the seven criteria per item, then over items; also per criterion."""
     scores = list(scores)
-    if not scores:
-        raise ValueError("no judged items to compute the quality from")
-    out = {}
-    for name in LONGEN_CRITERIA:
-        values = [s[name] for s in scores]
-        bad = [v for v in values if not 1 <= v <= 10]
-        if bad:
-            raise ValueError(f"{name} scores must be within 1–10, got {bad[:3]}")
-        out[name] = statistics.fmean(values)
+    out = _checked_means(scores, LONGEN_CRITERIA, 10, "the quality")
     out["quality"] = statistics.fmean(statistics.fmean(s[name] for name in LONGEN_CRITERIA) for s in scores)
     return out

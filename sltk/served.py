@@ -20,7 +20,16 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-from .backends import FINISH_REASONS, ChatRequest, Completion, PromptError, Sampling, render_prompt, validate
+from .backends import (
+    FINISH_REASONS,
+    ChatRequest,
+    Completion,
+    PromptError,
+    Sampling,
+    render_prompt,
+    request_seeds,
+    validate,
+)
 from .models import BASE, ModelError
 
 MAX_STOPS = 4  # the OpenAI API accepts at most four stop strings
@@ -156,8 +165,7 @@ class OpenAIBackend:
             if req.prefill and self.tokenizer is None:
                 raise ModelError(f"Request {req.id or ''} has an assistant pre-fill, which needs the chat template "
                                  "rendered locally: pass tokenizer=<the served model's tokenizer or its path>.")
-        seeds = [r.seed if r.seed is not None else (0 if seed is None else seed) * 1_000_003 + i
-                 for i, r in enumerate(requests)]
+        seeds = request_seeds(requests, seed)
         results: list[Completion | None] = [None] * len(requests)
         started, tokens, error = time.perf_counter(), 0, None
         bar = self._progress(len(requests), desc)
