@@ -135,3 +135,23 @@ def iteration_table(stats: list[dict]):
             "minutes": round(sum(v or 0 for v in s["seconds"].values()) / 60, 1),
         })
     return pd.DataFrame(rows)
+
+
+def query_log(pipeline, k: int):
+    """Every self-instruct candidate of iteration k with its round and outcome (a DataFrame)."""
+    import pandas as pd
+
+    path = pipeline.dir(k) / "queries.stats.json"
+    rounds = json.loads(path.read_text())["by_round"] if path.exists() else []
+    return pd.DataFrame([{"round": r["round"], **e} for r in rounds for e in r.get("log", [])],
+                        columns=["round", "query", "outcome"])
+
+
+def accepted_extensions(pipeline):
+    """The accepted extensions of every iteration run so far, with their iteration (a DataFrame)."""
+    import pandas as pd
+
+    rows = [{"iteration": k, **r} for k in range(1, pipeline.config.iterations + 1)
+            if (pipeline.dir(k) / "extended.jsonl").exists()
+            for r in _read(pipeline.dir(k) / "extended.jsonl") if r["ok"]]
+    return pd.DataFrame(rows, columns=["iteration", "growth", "words", "draft_words"] if not rows else None)

@@ -233,6 +233,11 @@ def locate(name: str, root: str | os.PathLike | None = None) -> Path:
     return Path(root) / bench.file
 
 
+def resolve(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """A benchmark file: the path itself when it exists, else the official name looked up in `root`."""
+    return Path(name_or_path) if Path(name_or_path).exists() else locate(str(name_or_path), root)
+
+
 def load(name_or_path: str | os.PathLike, lang: str | None = None, root: str | os.PathLike | None = None) -> list[dict]:
     """Load a benchmark from a file path, or by name from ``root`` / SLTK_EVAL_SETS.
 

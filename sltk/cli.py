@@ -59,12 +59,11 @@ def _parse_value(raw: str):
     return yaml.safe_load(raw)
 
 
-def _report(pipeline, start: float) -> None:
+def _report(pipeline, start: float, table) -> None:
     from .analysis import iteration_table, markdown
 
     folder, config = pipeline.folder, pipeline.config
     stats = [pipeline.stats(k) for k in range(1, config.iterations + 1)]
-    table = pipeline.evaluate()  # read back: the run has evaluated already
     print(f"\nrun {folder} finished in {time.perf_counter() - start:.0f} s\n")
     print("Iterations (counts through the steps; growth = mean words(extended) / words(draft) of accepted ones):")
     print(markdown(iteration_table(stats)))
@@ -80,7 +79,8 @@ def _notebooks(args) -> int:
     start = time.perf_counter()
     folder = notebooks.run(args.preset, args.name, args.runs_dir, args.model)
     config = preset(args.preset, name=args.name, **({"model": args.model} if args.model else {}))
-    _report(Pipeline(config, folder, progress=False), start)
+    pipeline = Pipeline(config, folder, progress=False)
+    _report(pipeline, start, pipeline.evaluate())  # read back: notebook 03 has evaluated
     print(f"Executed notebooks: {folder / 'notebooks'}")
     print(f"Figures: {folder / 'figures'}")
     return 0
@@ -123,8 +123,7 @@ def _run(args) -> int:
         config = preset(args.preset, name=args.name, **changes)
     start = time.perf_counter()
     pipeline = Pipeline(config, folder)
-    pipeline.run()
-    _report(pipeline, start)
+    _report(pipeline, start, pipeline.run())
     return 0
 
 

@@ -111,7 +111,7 @@ def run(pipeline, s: EvalSettings) -> pd.DataFrame:
     """Generate, score and plot; write results.csv/.md and figures into `<run>/bench/<benchmark>/`."""
     from . import analysis, plots
 
-    path = Path(s.benchmark) if Path(s.benchmark).exists() else benchmarks.locate(s.benchmark)
+    path = benchmarks.resolve(s.benchmark)
     bench = benchmarks.guess(path)
     items = select(benchmarks.load(path), s)
     if not items:
@@ -136,3 +136,15 @@ def run(pipeline, s: EvalSettings) -> pd.DataFrame:
     plots.save(plots.degradation_curve(curves), folder / "degradation.png")
     degradation.summary(outputs, lang=lang).to_csv(folder / "degradation.csv")
     return table
+
+
+def standin(pipeline, length: int = 500, n: int = 3) -> Path:
+    """A small file in the LongBench-Write format made from the run's held-out prompts.
+
+    For trying the evaluation where the official files are absent; its scores are no benchmark result.
+    """
+    path = pipeline.folder / "bench_standin" / "longbench_write_en.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    held = [r for f in pipeline.config.held_out for r in records.read_jsonl(f)][:n]
+    records.write_jsonl(path, [{"prompt": r["query"], "type": r.get("kind", "essay"), "length": length} for r in held])
+    return path

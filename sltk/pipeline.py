@@ -264,6 +264,24 @@ class Pipeline:
             return {**info, "drafts_ok": len(drafts), "drafts_kept": len(kept)}
         self._timed(f"iter_{k}/extended", run)
 
+    def extension_example(self, k: int) -> dict | None:
+        """One extension attempt of iteration k with each stage's text, best first.
+
+        Read from the run when it kept traces (`extend.keep_trace`); otherwise the first draft is
+        extended once more with the trace on (nothing is written to the run).
+        """
+        ext = records.read_jsonl(self.dir(k) / "extended.jsonl") if (self.dir(k) / "extended.jsonl").exists() else []
+        traced = [r for r in ext if r["rounds"] and "stage1" in r["rounds"][0]]
+        if traced:
+            return max(traced, key=lambda r: (r["ok"], r["growth"]))
+        if not ext:
+            return None
+        self.roles_of(k - 1)
+        item = {**ext[0], "text": ext[0]["draft"], "seed": derive_seed(self.config.seed, "walkthrough", k)}
+        shown = lengthen.extension_round(self.backend, [item], self.role(k, "extender"), self.config.extend,
+                                         self.config.sampling, self.config.filters, trace=True)[0]
+        return {**shown, "draft": ext[0]["draft"]}
+
     # -- step 5: SFT records ------------------------------------------------------------------
     def sft(self, k: int) -> None:
         def run():
