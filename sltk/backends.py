@@ -9,16 +9,21 @@ assistant pre-fill to continue, and the role (LoRA adapter) to use.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 
 import torch
+from transformers import AttentionInterface
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .models import BASE, LoadedModel, use_role
 
+ADAPTER_BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 STOP_STRINGS = ("---", "\n---", "\n\n---", "\n\n\n")
 FINISH_REASONS = ("stop", "length", "repetition")
 
@@ -121,10 +126,11 @@ def render_prompt(tokenizer, request: ChatRequest) -> str:
 class _Row:
     """One sequence being decoded."""
 
-    __slots__ = ("index", "prompt_len", "max_new", "tokens", "guard", "finish", "generator")
+    __slots__ = ("index", "prompt_len", "max_new", "tokens", "guard", "finish", "generator", "adapter")
 
-    def __init__(self, index: int, prompt_len: int, max_new: int, guard: RepetitionGuard, generator):
-        self.index, self.prompt_len, self.max_new = index, prompt_len, max_new
+    def __init__(self, index: int, prompt_len: int, max_new: int, guard: RepetitionGuard, generator,
+                 adapter: str | None = None):
+        self.index, self.prompt_len, self.max_new, self.adapter = index, prompt_len, max_new, adapter
         self.tokens: list[int] = []
         self.guard = guard
         self.finish: str | None = None
@@ -143,6 +149,10 @@ class GrowingLayer(DynamicLayer):
 
     SPARE = 256  # decoding steps of room added when the buffer is full
 
+    def __init__(self, kv_dtype: torch.dtype | None = None):
+        super().__init__()
+        self.kv_dtype = kv_dtype  # store keys and values in this dtype (None: the model's)
+
     def _get(self, which):
         buf = self.__dict__.get(which)
         return None if buf is None else buf[:, :, : self.__dict__[which + "_n"]]
@@ -155,6 +165,8 @@ class GrowingLayer(DynamicLayer):
     values = property(lambda self: self._get("_v"), lambda self, v: self._set("_v", v))
 
     def update(self, key_states, value_states, *args, **kwargs):
+        if self.kv_dtype is not None:
+            key_states, value_states = key_states.to(self.kv_dtype), value_states.to(self.kv_dtype)
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         if self.__dict__["_k"].dim() != 4:  # first call: the prompt
@@ -173,10 +185,32 @@ class GrowingLayer(DynamicLayer):
 
 
 class GrowingCache(DynamicCache):
-    """A DynamicCache made of `GrowingLayer`s."""
+    """A DynamicCache made of `GrowingLayer`s, optionally stored in another dtype than the model's."""
 
-    def __init__(self):
-        Cache.__init__(self, layer_class_to_replicate=GrowingLayer)
+    def __init__(self, kv_dtype: torch.dtype | None = None):
+        Cache.__init__(self, layer_class_to_replicate=lambda: GrowingLayer(kv_dtype))
+
+
+MIXED_SDPA = "sltk_sdpa"
+
+
+def _mixed_sdpa(module, query, key, value, attention_mask, **kwargs):
+    """SDPA that also takes a KV cache stored in a narrower dtype than the queries.
+
+    At long contexts, reading the cache dominates a CPU decoding step; a bfloat16 cache under a
+    float32 model halves that traffic while the weights and activations keep full precision.
+    """
+    dtype = query.dtype
+    if key.dtype != dtype:
+        query = query.to(key.dtype)
+        if attention_mask is not None and attention_mask.dtype.is_floating_point:
+            attention_mask = attention_mask.to(key.dtype)
+    out, weights = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    return out.to(dtype), weights
+
+
+AttentionInterface.register(MIXED_SDPA, _mixed_sdpa)
+AttentionMaskInterface.register(MIXED_SDPA, sdpa_mask)
 
 
 def _left_pad(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
@@ -213,8 +247,15 @@ def _select(cache, mask, keep: torch.Tensor):
 class HFBackend:
     """In-process generation with a Hugging Face model (optionally with role adapters)."""
 
-    def __init__(self, loaded: LoadedModel, batch_size: int = 32, show_progress: bool = True):
+    def __init__(self, loaded: LoadedModel, batch_size: int = 32, show_progress: bool = True,
+                 kv_dtype: str | torch.dtype | None = None):
         self.loaded = loaded
+        if isinstance(kv_dtype, str):
+            if not isinstance(getattr(torch, kv_dtype, None), torch.dtype):
+                raise ValueError(f"kv_dtype {kv_dtype!r} is not a torch dtype; use e.g. 'bfloat16', or None.")
+            kv_dtype = getattr(torch, kv_dtype)
+        # Only a cache narrower than the model needs the mixed-dtype attention.
+        self.kv_dtype = kv_dtype if kv_dtype not in (None, loaded.dtype) else None
         self.tokenizer = loaded.tokenizer
         self.batch_size = batch_size
         self.show_progress = show_progress
@@ -254,14 +295,19 @@ class HFBackend:
         results: list[Completion | None] = [None] * len(requests)
         started, total_tokens = time.perf_counter(), 0
         self._steps = 0
-        by_role: dict[str, list[int]] = {}
-        for i, req in enumerate(requests):
-            by_role.setdefault(req.role or BASE, []).append(i)
+        roles = [req.role or BASE for req in requests]
+        mixed = len(set(roles)) > 1 and hasattr(self.model, "peft_config")
+        # With adapters loaded, requests of different roles share one batch (PEFT picks each row's
+        # adapter); otherwise one role at a time.
+        groups: dict[str, list[int]] = {}
+        for i, role in enumerate(roles):
+            groups.setdefault("mixed" if mixed else role, []).append(i)
+        adapters = [ADAPTER_BASE if r == BASE else r for r in roles] if mixed else None
         bar = self._progress(len(requests), desc)
         try:
-            for role, indices in by_role.items():
-                with use_role(self.model, role), torch.inference_mode():
-                    for row in self._decode(indices, prompts, caps, seeds, sampling):
+            for role, indices in groups.items():
+                with self._roles(role, roles if mixed else None), self._attention(), torch.inference_mode():
+                    for row in self._decode(indices, prompts, caps, seeds, sampling, adapters):
                         text = self._text(row.tokens, sampling.stop)
                         results[row.index] = Completion(
                             text, len(row.tokens), row.finish, row.prompt_len, requests[row.index].id
@@ -325,6 +371,36 @@ class HFBackend:
             bar.close()
         return out
 
+    @contextlib.contextmanager
+    def _roles(self, role: str, mixed: list[str] | None):
+        """One role for the block, or (for a mixed batch) adapters on and the model in eval mode."""
+        if mixed is None:
+            with use_role(self.model, role):
+                yield
+            return
+        adapters = sorted({r for r in mixed if r != BASE})
+        training = self.model.training
+        self.model.eval()  # PEFT refuses per-row adapters in training mode
+        try:
+            with use_role(self.model, adapters[0]):
+                yield
+        finally:
+            self.model.train(training)
+
+    @contextlib.contextmanager
+    def _attention(self):
+        """Switch the model to the mixed-dtype attention while a narrower KV cache is in use."""
+        if self.kv_dtype is None:
+            yield
+            return
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        before = base.config._attn_implementation
+        base.set_attn_implementation(MIXED_SDPA)
+        try:
+            yield
+        finally:
+            base.set_attn_implementation(before)
+
     def _progress(self, total: int, desc: str):
         if not self.show_progress:
             return None
@@ -387,11 +463,18 @@ class HFBackend:
             mask[j, width - len(p) :] = 1
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = GrowingCache()
+        cache = GrowingCache(self.kv_dtype)
+        # Only the last position's logits are needed: the rest would cost a vocabulary-wide
+        # product and a (rows x tokens x vocabulary) tensor for nothing.
         out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+            logits_to_keep=1, **self._adapter_names(rows),
         )
         return out.logits[:, -1, :], out.past_key_values, mask
+
+    @staticmethod
+    def _adapter_names(rows: list[_Row]) -> dict:
+        return {"adapter_names": [r.adapter for r in rows]} if rows and rows[0].adapter else {}
 
     def _admit(self, rows: list[_Row], prompts, s: Sampling):
         """Prefill new rows; return their cache, mask, seen-token table and first sampled tokens."""
@@ -406,7 +489,7 @@ class HFBackend:
         device = self.loaded.device if self.loaded.device != "mps" else "cpu"
         return torch.Generator(device=device).manual_seed(seed)
 
-    def _decode(self, indices, prompts, caps, seeds, s: Sampling):
+    def _decode(self, indices, prompts, caps, seeds, s: Sampling, adapters: list[str] | None = None):
         """Yield finished rows, keeping up to `batch_size` sequences in flight."""
         device = self.loaded.device
         # Longest prompts first: later, shorter ones fit inside the cache length already reached.
@@ -421,7 +504,8 @@ class HFBackend:
                     cap = caps[i] or s.max_new_tokens
                     max_new = min(cap, self.context - len(prompts[i]))
                     guard = RepetitionGuard(s.loop_ngram, s.loop_tokens)
-                    new_rows.append(_Row(i, len(prompts[i]), max_new, guard, self._generator(seeds[i])))
+                    new_rows.append(_Row(i, len(prompts[i]), max_new, guard, self._generator(seeds[i]),
+                                         adapters[i] if adapters else None))
                 new_cache, new_mask, new_seen, tokens = self._admit(new_rows, prompts, s)
                 if cache is None:
                     cache, mask, seen, last = new_cache, new_mask, new_seen, tokens
@@ -438,6 +522,7 @@ class HFBackend:
                     position_ids=mask.sum(-1, keepdim=True) - 1,
                     past_key_values=cache,
                     use_cache=True,
+                    **self._adapter_names(active),
                 )
                 cache, first = out.past_key_values, 0
                 self._steps += 1

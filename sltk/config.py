@@ -113,6 +113,8 @@ class Config:
     model: str = "embedded"
     quantization: str | None = "nf4"
     dtype: str | None = None
+    # Generation's KV cache dtype when narrower than the model's (e.g. "bfloat16" under float32 weights)
+    kv_cache_dtype: str | None = None
     device: str | None = None
     iterations: int = 3
     seed: int = 0
@@ -212,6 +214,9 @@ PRESETS: dict[str, dict] = {
     "cpu-demo": {
         "iterations": 2, "languages": ["en"], "seeds": [str(DATA / "seed_en.jsonl")], "batch_size": 48,
         "chunk": 96, "quantization": None,
+        # float32 weights, bfloat16 KV cache: a decoding step at batch 16 and 1,600 tokens of context
+        # takes 151 instead of 240 ms (reading the cache dominates it)
+        "kv_cache_dtype": "bfloat16",
         "sampling": {"max_new_tokens": 1536},
         # The 135M judge is close to chance when sampled (it rambles); the forced choice never is unclear.
         "queries": {"per_iteration": 12, "max_tries": 4, "max_new_tokens": 96, "judge_mode": "logprob"},
@@ -227,12 +232,27 @@ PRESETS: dict[str, dict] = {
         "final": {"harvest_per_query": 1, "min_words": 300, "max_words": 3000},
         "eval": {"prompts": 24, "max_new_tokens": 2048},
     },
-    # A 7-8B model in 4-bit on a 16 GB T4 (fp16 compute); token caps and batch not yet sized from a memory estimate.
+    # A 7-8B model in 4-bit on a 16 GB T4 (fp16 compute; torch sees 14.75 GiB), sized by sltk.memory
+    # (`python -m sltk.memory colab-t4`). Peak GiB, Qwen2.5-7B-Instruct / Llama-3.1-8B-Instruct:
+    #   weights: NF4 layers 3.14 / 3.35 + fp16 embeddings and lm_head 2.03 / 1.96 + two r=8 adapters 0.15 / 0.16
+    #     + 0.75 CUDA context and allocator = 6.1 / 6.2 before any token.
+    #   KV cache: 56 / 128 KiB per token. Drafts (512-token prompt + 1536, eval 2048) x 3 rows: 6.6 / 7.4.
+    #   Extension stage 2, from the second micro-round: prompt 512 + (1 + 2 x 2/3) x 1536 = 4096 tokens, context
+    #     5632 (the cache's spare room: 7040 positions a row). Peak when a freed slot takes one such prompt while
+    #     2 rows sit at the cap: the cache 0.97 / 2.22 + that prompt's fp32 attention scores 3.56 / 4.06 (a single
+    #     unpadded row has no mask, and SDPA on a T4 serves grouped-query attention only with its math kernel):
+    #     10.9 / 12.9.
+    #   Training, batch 1 of 3072 tokens with gradient checkpointing: fp32 logits and log-softmax at the loss,
+    #     12 bytes x 3072 x vocab = 5.22 / 4.40, over the saved layer inputs 0.68 / 0.87 and the trained role's
+    #     gradients and AdamW states 0.23: 12.2 / 11.7 (without checkpointing: 68 / 78).
+    #   Peak 12.2 / 12.9, at least 1.8 GiB below 14.75. Twice the batch, new tokens and sequence length: 23.2 / 30.3;
+    #   the former batch 8, 4096 new tokens and 6144-token sequences: 35.6 / 48.0. 3072 tokens hold a Generator record
+    #   (query + 1.67 x 1536); the Extender's longest records (with the draft in the prompt) lose their end.
     "colab-t4": {
-        "quantization": "nf4", "dtype": "float16", "batch_size": 8, "chunk": 64,
-        "sampling": {"max_new_tokens": 4096},
+        "quantization": "nf4", "dtype": "float16", "batch_size": 3, "chunk": 64,
+        "sampling": {"max_new_tokens": 1536},
         "queries": {"per_iteration": 200},
-        "train": {"max_seq_len": 6144},
+        "train": {"max_seq_len": 3072, "batch_size": 1, "gradient_checkpointing": True},
         "final": {"min_words": 1000, "max_words": 8000},
     },
     # bf16 compute on an A100/H100 (40-80 GB): longer outputs, bigger batches.

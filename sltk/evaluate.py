@@ -48,25 +48,31 @@ def model_names(iterations: int, wanted=()) -> list[str]:
     return [n for n in names if not wanted or n in wanted]
 
 
-def generate(pipeline, name: str, items: list[dict], s: EvalSettings, out: Path) -> list[dict]:
-    """Answers of one model to the items, appended to `out` chunk by chunk; finished ids are reused."""
-    done = {r["id"]: r for r in records.read_jsonl(out, repair_tail=True)} if out.exists() else {}
-    pending = [i for i in items if i["id"] not in done]
-    if pending:
-        k = 0 if name == "base" else int(name.rsplit("_", 1)[1])
-        if k:
-            pipeline.roles_of(k)
+def generate(pipeline, names: list[str], items: list[dict], s: EvalSettings, folder: Path) -> dict[str, list[dict]]:
+    """Each model's answers to the items, in `<folder>/<model>.jsonl`; finished ids are reused.
+
+    All models answer in one shared batch (each row with its own adapter), appended chunk by chunk.
+    """
+    paths = {n: folder / f"{n}.jsonl" for n in names}
+    done = {n: {r["id"]: r for r in records.read_jsonl(p, repair_tail=True)} if p.exists() else {}
+            for n, p in paths.items()}
+    jobs = [(n, i) for n in names for i in items if i["id"] not in done[n]]
+    iteration = {n: 0 if n == "base" else int(n.rsplit("_", 1)[1]) for n in names}
+    if jobs:
         sampling = EVAL_SAMPLING.with_(max_new_tokens=s.max_new_tokens)
         size = pipeline.config.chunk
-        for start in range(0, len(pending), size):
-            chunk = pending[start : start + size]
-            reqs = [ChatRequest([{"role": "user", "content": i["query"]}], role="generator" if k else None, id=i["id"],
-                                seed=derive_seed(s.seed, "bench", i["id"])) for i in chunk]
-            outs = pipeline.backend.generate(reqs, sampling, desc=f"{Path(out).parent.name} {name}")
-            new = [{"id": o.id, "text": o.text, "tokens": o.tokens, "finish": o.finish_reason} for o in outs]
-            records.append_jsonl(out, new)
-            done.update({r["id"]: r for r in new})
-    return [done[i["id"]] for i in items]
+        with pipeline.generators(sorted({iteration[n] for n, _ in jobs if iteration[n]})) as roles:
+            for start in range(0, len(jobs), size):
+                chunk = jobs[start : start + size]
+                reqs = [ChatRequest([{"role": "user", "content": i["query"]}], role=roles.get(iteration[n]),
+                                    id=i["id"], seed=derive_seed(s.seed, "bench", i["id"])) for n, i in chunk]
+                outs = pipeline.backend.generate(reqs, sampling, desc=folder.name)
+                for n in dict.fromkeys(n for n, _ in chunk):
+                    new = [{"id": o.id, "text": o.text, "tokens": o.tokens, "finish": o.finish_reason}
+                           for (m, _), o in zip(chunk, outs) if m == n]
+                    records.append_jsonl(paths[n], new)
+                    done[n].update({r["id"]: r for r in new})
+    return {n: [done[n][i["id"]] for i in items] for n in names}
 
 
 def judged(pipeline, name: str, items: list[dict], outputs: list[dict], kind: str, out: Path) -> dict:
@@ -120,8 +126,10 @@ def run(pipeline, s: EvalSettings) -> pd.DataFrame:
     folder.mkdir(parents=True, exist_ok=True)
     kind = "longen" if bench == "longen" else "longbench_write"
     rows, outputs = [], {}
-    for name in model_names(pipeline.config.iterations, s.models):
-        outs = generate(pipeline, name, items, s, folder / f"{name}.jsonl")
+    names = model_names(pipeline.config.iterations, s.models)
+    answers = generate(pipeline, names, items, s, folder)
+    for name in names:
+        outs = answers[name]
         quality = judged(pipeline, name, items, outs, kind, folder / f"{name}.judge.jsonl") if s.judge else None
         rows.append(score_row(bench, name, items, outs, quality))
         outputs[name] = [{**o, "lang": i["lang"]} for i, o in zip(items, outs)]

@@ -14,6 +14,7 @@ manifest says so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -86,7 +87,8 @@ class Pipeline:
         if self._backend is None:
             from .backends import HFBackend
 
-            self._backend = HFBackend(self.loaded, batch_size=self.config.batch_size, show_progress=self.progress)
+            self._backend = HFBackend(self.loaded, batch_size=self.config.batch_size, show_progress=self.progress,
+                                      kv_dtype=self.config.kv_cache_dtype)
         return self._backend
 
     def roles_of(self, k: int) -> None:
@@ -360,8 +362,31 @@ class Pipeline:
 
 
     # -- held-out lengths ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def generators(self, ks: list[int]):
+        """The Generators of iterations `ks` loaded side by side (adapters `generator_iter_<k>`).
+
+        Yields {k: role name}; requests of all of them (and of the base, role None) can then share
+        one batch. The adapters are removed afterwards.
+        """
+        names = {k: f"generator_iter_{k}" for k in ks}
+        if names:
+            self.roles_of(max(ks))  # a PEFT model to load into
+        net = self.loaded.model
+        try:
+            for k, name in names.items():
+                net.load_adapter(str(self.dir(k) / "adapters" / "generator"), adapter_name=name)
+            yield names
+        finally:
+            for name in names.values():
+                if name in getattr(net, "peft_config", {}):
+                    net.delete_adapter(name)
+
     def evaluate(self):
-        """Answer the held-out prompts with the base model and each iteration's Generator; the growth table."""
+        """Answer the held-out prompts with the base model and each iteration's Generator; the growth table.
+
+        All models answer in one shared batch; each model's answers go to its own file and resume by id.
+        """
         from .analysis import growth_table, length_row, markdown
         from .backends import ChatRequest
 
@@ -369,29 +394,30 @@ class Pipeline:
         prompts = [r for f in c.held_out for r in records.read_jsonl(f)]
         prompts = prompts[: c.eval.prompts] if c.eval.prompts else prompts
         sampling = c.sampling.with_(max_new_tokens=c.eval.max_new_tokens)
-        rows = []
-        for k in range(0, c.iterations + 1):
-            name = f"generator_iter_{k}" if k else "base"
-            path = self.folder / "eval" / f"{name}.jsonl"
+        names = {k: f"generator_iter_{k}" if k else "base" for k in range(0, c.iterations + 1)}
+        paths = {k: self.folder / "eval" / f"{name}.jsonl" for k, name in names.items()}
 
-            def run(k=k, path=path, name=name):
+        def run():
+            jobs = []
+            for k, path in paths.items():
                 done = {r["id"] for r in records.read_jsonl(path, repair_tail=True)} if path.exists() else set()
-                pending = [p for p in prompts if p["id"] not in done]
-                if k:
-                    self.roles_of(k)
-                for chunk in _chunks(pending, c.chunk):
+                jobs += [(k, p) for p in prompts if p["id"] not in done]
+            with self.generators(sorted({k for k, _ in jobs if k})) as roles:
+                for chunk in _chunks(jobs, c.chunk):
                     # the same seed per prompt for every model: differences come from the model alone
-                    reqs = [ChatRequest([{"role": "user", "content": p["query"]}], role="generator" if k else None,
-                                        id=p["id"], seed=derive_seed(c.seed, "eval", p["id"])) for p in chunk]
-                    outs = self.backend.generate(reqs, sampling, desc=f"eval {name}")
-                    records.append_jsonl(path, [{"id": o.id, "text": o.text, "tokens": o.tokens,
-                                                 "finish": o.finish_reason, "words": text.count_words(o.text)}
-                                                for o in outs])
-                return {"records": len(prompts)}
+                    reqs = [ChatRequest([{"role": "user", "content": p["query"]}], role=roles.get(k), id=p["id"],
+                                        seed=derive_seed(c.seed, "eval", p["id"])) for k, p in chunk]
+                    outs = self.backend.generate(reqs, sampling, desc="eval")
+                    for k in dict.fromkeys(k for k, _ in chunk):
+                        records.append_jsonl(paths[k], [
+                            {"id": o.id, "text": o.text, "tokens": o.tokens, "finish": o.finish_reason,
+                             "words": text.count_words(o.text)}
+                            for (j, _), o in zip(chunk, outs) if j == k])
+            return {"records": len(prompts) * len(paths), "models": len(paths)}
 
-            self._timed(f"eval/{name}", run)
-            rows.append(length_row(name, records.read_jsonl(path), sampling.max_new_tokens))
-        table = growth_table(rows)
+        self._timed("eval/answers", run)
+        table = growth_table([length_row(names[k], records.read_jsonl(paths[k]), sampling.max_new_tokens)
+                              for k in paths])
         table.to_csv(self.folder / "eval" / "growth.csv", index=False)
         (self.folder / "eval" / "growth.md").write_text(markdown(table))
         return table

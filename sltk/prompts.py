@@ -39,11 +39,13 @@ def check_lang(lang: str) -> str:
 _EXTENSION = {
     "en": (
         "You are an expert in polishing and enriching writing. Below are an instruction and an "
-        "original outline written for it. Expand the outline: bring in more information and "
-        "concrete details, and describe things more vividly. Your task is not to continue the "
-        "text but to enrich what is already there, either by deepening the existing paragraphs "
-        "or by adding new sections. Be creative and informative, avoid repetition and "
-        "long-winded narration, and make the text as long, rich and engaging as you can.\n"
+        "original outline written for it. Rewrite the whole outline, from its first line to its last, "
+        "as a longer and richer text: keep every part of it, in the same order, and expand each part "
+        "with more information, concrete details and vivid description, or add new sections. Your "
+        "task is not to continue the text but to enrich what is already there. Be creative and "
+        "informative, avoid repetition and long-winded narration, and make the text as long, rich "
+        "and engaging as you can. Reply with the expanded text only, with no remarks before or "
+        "after it.\n"
         "\n"
         "Instruction: {query}\n"
         "Original outline:\n"
@@ -51,10 +53,10 @@ _EXTENSION = {
         "{text}"
     ),
     "zh": (
-        "你是一位擅长润色和充实文章的写作专家。下面给出一条指令和根据它写成的原始大纲。请扩写这份大纲："
-        "补充更多信息和具体细节，把内容描写得更生动。你的任务不是接着往下写，而是丰富已有的内容，"
-        "可以充实现有段落，也可以增加新的章节。内容要有创意、信息量大，避免重复和冗长拖沓的叙述，"
-        "尽可能让文章更长、更丰富、更吸引人。\n"
+        "你是一位擅长润色和充实文章的写作专家。下面给出一条指令和根据它写成的原始大纲。请把整份大纲从第一行到最后一行"
+        "改写成一篇更长、更丰富的文章：保留原文的每个部分，顺序不变，并为每个部分补充更多信息和具体细节，描写得更生动，"
+        "也可以增加新的章节。你的任务不是接着往下写，而是丰富已有的内容。内容要有创意、信息量大，避免重复和冗长拖沓的叙述，"
+        "尽可能让文章更长、更丰富、更吸引人。只输出扩写后的正文，前后不要加任何说明。\n"
         "\n"
         "指令：{query}\n"
         "原始大纲：\n"

@@ -98,7 +98,7 @@ def test_notebooks_execute_top_to_bottom_on_the_smoke_preset(tmp_path):
         nb = nbformat.read(path, as_version=4)
         assert all(c.execution_count for c in nb.cells if c.cell_type == "code" and c.source.strip()), path.name
     manifest = json.loads((folder / "manifest.json").read_text())["steps"]
-    assert {"iter_1/queries", "iter_2/train_extender", "eval/generator_iter_2", "final/dataset"} <= set(manifest)
+    assert {"iter_1/queries", "iter_2/train_extender", "eval/answers", "final/dataset"} <= set(manifest)
     figures = {p.name for p in (folder / "figures").glob("*.png")}
     assert {"iter1_length_biased.png", "iter2_loss.png", "growth_curve.png", "filter_rates.png"} <= figures
     assert (folder / "eval" / "growth.csv").read_text().count("\n") == 4  # header, base, 2 Generators

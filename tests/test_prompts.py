@@ -42,7 +42,8 @@ def test_extension_prompt_english_layout():
     assert prompt.count("Instruction: ") == 1 and prompt.count("Original outline:") == 1
     head = prompt[: prompt.index("Instruction: ")]
     assert query not in head and text not in head
-    for phrase in ("polishing", "not to continue", "adding new sections", "repetition", "as long"):
+    for phrase in ("polishing", "not to continue", "add new sections", "repetition", "as long",
+                   "from its first line to its last", "expanded text only"):
         assert phrase in head
 
 
