@@ -97,7 +97,8 @@ def _eval(args) -> int:
         raise FileNotFoundError(f"No run at {folder} (no config.yaml): start one with `sltk run --name {args.run}`.")
     pipeline = Pipeline(Config.load(folder / "config.yaml"), folder)
     settings = EvalSettings(args.benchmark, args.subset, args.max_length, args.lang, args.max_new_tokens,
-                            tuple(args.models or ()), args.judge, args.seed)
+                            tuple(args.models or ()), args.judge, args.seed, judge_tries=args.judge_tries,
+                            judge_max_new_tokens=args.judge_max_new_tokens)
     table = run(pipeline, settings)
     print(markdown(table))
     print(f"Results, outputs and figures: {folder / 'bench'}")
@@ -172,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=2048)
     p.add_argument("--models", nargs="*", help="base, generator_iter_1, ... (default: all)")
     p.add_argument("--judge", action="store_true", help="LLM-as-judge quality with the run's base model (weak)")
+    p.add_argument("--judge-tries", type=int, default=5, help="tries per item until the judge's reply parses")
+    p.add_argument("--judge-max-new-tokens", type=int, default=1024)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_eval)
 

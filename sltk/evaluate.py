@@ -29,6 +29,8 @@ class EvalSettings:
     models: tuple[str, ...] = ()  # "base", "generator_iter_<k>"; empty: base and every iteration
     judge: bool = False  # score quality with the run's base model as the judge (weak)
     seed: int = 0
+    judge_tries: int = 5  # tries per item until its reply parses
+    judge_max_new_tokens: int = 1024
 
 
 def select(items: list[dict], s: EvalSettings) -> list[dict]:
@@ -75,13 +77,15 @@ def generate(pipeline, names: list[str], items: list[dict], s: EvalSettings, fol
     return {n: [done[n][i["id"]] for i in items] for n in names}
 
 
-def judged(pipeline, name: str, items: list[dict], outputs: list[dict], kind: str, out: Path) -> dict:
+def judged(pipeline, name: str, items: list[dict], outputs: list[dict], kind: str, out: Path,
+           tries: int = 5, max_new_tokens: int = 1024) -> dict:
     """Judge scores of one model's outputs (the run's base model as judge), saved once to `out`."""
     if out.exists():
         rows = records.read_jsonl(out)
     else:
         pipeline.roles_of(0)
-        result = judge.judge(pipeline.backend, [{**i, "text": o["text"]} for i, o in zip(items, outputs)], kind)
+        result = judge.judge(pipeline.backend, [{**i, "text": o["text"]} for i, o in zip(items, outputs)], kind,
+                             judge.JUDGE_SAMPLING.with_(max_new_tokens=max_new_tokens), retries=tries)
         rows = result.rows
         records.write_jsonl(out, rows)
     parsed = {r["id"]: r["scores"] for r in rows if r["scores"] is not None}
@@ -130,7 +134,8 @@ def run(pipeline, s: EvalSettings) -> pd.DataFrame:
     answers = generate(pipeline, names, items, s, folder)
     for name in names:
         outs = answers[name]
-        quality = judged(pipeline, name, items, outs, kind, folder / f"{name}.judge.jsonl") if s.judge else None
+        quality = (judged(pipeline, name, items, outs, kind, folder / f"{name}.judge.jsonl", s.judge_tries,
+                          s.judge_max_new_tokens) if s.judge else None)
         rows.append(score_row(bench, name, items, outs, quality))
         outputs[name] = [{**o, "lang": i["lang"]} for i, o in zip(items, outs)]
     table = pd.DataFrame(rows)

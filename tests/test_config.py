@@ -25,7 +25,8 @@ def test_every_preset_builds_and_paper_is_the_default():
     assert preset("paper").to_dict() == Config(name="paper").to_dict()
     demo = preset("cpu-demo")
     assert demo.iterations >= 2 and demo.languages == ("en",)
-    assert demo.lora.r == 32 and demo.train.epochs == 8 and demo.lora.top_layers == 10
+    assert demo.lora.r == 32 and demo.train.epochs == 6 and demo.lora.top_layers == 10
+    assert demo.kv_cache_dtype == "bfloat16" and demo.quantization is None
 
 
 def test_changes_with_dotted_keys():
