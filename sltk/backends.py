@@ -21,7 +21,7 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from .models import BASE, LoadedModel, use_role
+from .models import BASE, LoadedModel, torch_dtype, use_role
 
 ADAPTER_BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 STOP_STRINGS = ("---", "\n---", "\n\n---", "\n\n\n")
@@ -67,6 +67,9 @@ class ChatRequest:
     role: str | None = None
     id: str | None = None
     max_new_tokens: int | None = None  # overrides the call's Sampling.max_new_tokens
+    # Write at least this many tokens: before them the end token is never sampled and stop strings
+    # do not end the text (transformers' `min_new_tokens`; `min_tokens` on a served vLLM).
+    min_new_tokens: int = 0
     seed: int | None = None  # this request's own sampling seed (default: from the call's seed and its index)
 
 
@@ -126,11 +129,12 @@ def render_prompt(tokenizer, request: ChatRequest) -> str:
 class _Row:
     """One sequence being decoded."""
 
-    __slots__ = ("index", "prompt_len", "max_new", "tokens", "guard", "finish", "generator", "adapter")
+    __slots__ = ("index", "prompt_len", "max_new", "min_new", "tokens", "guard", "finish", "generator", "adapter")
 
     def __init__(self, index: int, prompt_len: int, max_new: int, guard: RepetitionGuard, generator,
-                 adapter: str | None = None):
+                 adapter: str | None = None, min_new: int = 0):
         self.index, self.prompt_len, self.max_new, self.adapter = index, prompt_len, max_new, adapter
+        self.min_new = min(min_new, max_new)
         self.tokens: list[int] = []
         self.guard = guard
         self.finish: str | None = None
@@ -250,10 +254,7 @@ class HFBackend:
     def __init__(self, loaded: LoadedModel, batch_size: int = 32, show_progress: bool = True,
                  kv_dtype: str | torch.dtype | None = None):
         self.loaded = loaded
-        if isinstance(kv_dtype, str):
-            if not isinstance(getattr(torch, kv_dtype, None), torch.dtype):
-                raise ValueError(f"kv_dtype {kv_dtype!r} is not a torch dtype; use e.g. 'bfloat16', or None.")
-            kv_dtype = getattr(torch, kv_dtype)
+        kv_dtype = torch_dtype(kv_dtype)
         # Only a cache narrower than the model needs the mixed-dtype attention.
         self.kv_dtype = kv_dtype if kv_dtype not in (None, loaded.dtype) else None
         self.tokenizer = loaded.tokenizer
@@ -290,7 +291,7 @@ class HFBackend:
                     f"context of {self.context}. Shorten the prompt or use a model with a longer context."
                 )
             prompts.append(ids)
-        caps = [r.max_new_tokens for r in requests]
+        caps = [(r.max_new_tokens, r.min_new_tokens) for r in requests]
         seeds = request_seeds(requests, seed)
         results: list[Completion | None] = [None] * len(requests)
         started, total_tokens = time.perf_counter(), 0
@@ -301,14 +302,16 @@ class HFBackend:
         # adapter); otherwise one role at a time.
         groups: dict[str, list[int]] = {}
         for i, role in enumerate(roles):
-            groups.setdefault("mixed" if mixed else role, []).append(i)
+            groups.setdefault(role, []).append(i)
+        if mixed:  # any adapter switched on; each row then names its own
+            groups = {next(r for r in roles if r != BASE): list(range(len(requests)))}
         adapters = [ADAPTER_BASE if r == BASE else r for r in roles] if mixed else None
         bar = self._progress(len(requests), desc)
         try:
             for role, indices in groups.items():
-                with self._roles(role, roles if mixed else None), self._attention(), torch.inference_mode():
+                with self._roles(role, mixed), self._attention(), torch.inference_mode():
                     for row in self._decode(indices, prompts, caps, seeds, sampling, adapters):
-                        text = self._text(row.tokens, sampling.stop)
+                        text = self._text(row.tokens, sampling.stop, row.min_new)
                         results[row.index] = Completion(
                             text, len(row.tokens), row.finish, row.prompt_len, requests[row.index].id
                         )
@@ -372,20 +375,17 @@ class HFBackend:
         return out
 
     @contextlib.contextmanager
-    def _roles(self, role: str, mixed: list[str] | None):
-        """One role for the block, or (for a mixed batch) adapters on and the model in eval mode."""
-        if mixed is None:
+    def _roles(self, role: str, mixed: bool):
+        """One role for the block; for a mixed batch also eval mode (PEFT refuses per-row adapters in training)."""
+        training = self.model.training
+        if mixed:
+            self.model.eval()
+        try:
             with use_role(self.model, role):
                 yield
-            return
-        adapters = sorted({r for r in mixed if r != BASE})
-        training = self.model.training
-        self.model.eval()  # PEFT refuses per-row adapters in training mode
-        try:
-            with use_role(self.model, adapters[0]):
-                yield
         finally:
-            self.model.train(training)
+            if mixed:
+                self.model.train(training)
 
     @contextlib.contextmanager
     def _attention(self):
@@ -408,10 +408,12 @@ class HFBackend:
 
         return tqdm(total=total, desc=desc, unit="req", dynamic_ncols=True)
 
-    def _text(self, tokens: list[int], stops: tuple[str, ...]) -> str:
+    def _text(self, tokens: list[int], stops: tuple[str, ...], min_new: int = 0) -> str:
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        cut = min((text.find(s) for s in stops if s and s in text), default=-1)
-        return text[:cut] if cut >= 0 else text
+        # stop strings count only from where the row was allowed to stop
+        start = len(self.tokenizer.decode(tokens[:min_new], skip_special_tokens=True)) if min_new else 0
+        found = [i for i in (text.find(s, max(start - len(s) + 1, 0)) for s in stops if s) if i >= 0]
+        return text[: min(found)] if found else text
 
     def _hit_stop(self, tokens: list[int], stops: tuple[str, ...]) -> bool:
         if not stops:
@@ -422,6 +424,10 @@ class HFBackend:
     def _next_tokens(self, logits: torch.Tensor, seen: torch.Tensor, s: Sampling, rows: list[_Row]) -> torch.Tensor:
         """Repetition penalty on tokens already in each sequence, then temperature, top-k, top-p."""
         logits = logits.float()
+        early = [j for j, r in enumerate(rows) if len(r.tokens) < r.min_new]
+        if early:  # rows still short of their minimum may not end
+            eos = torch.tensor(sorted(self.eos_ids), device=logits.device)
+            logits[torch.tensor(early, device=logits.device)[:, None], eos] = float("-inf")
         if s.repetition_penalty != 1.0:
             penalised = torch.where(logits > 0, logits / s.repetition_penalty, logits * s.repetition_penalty)
             logits = torch.where(seen, penalised, logits)
@@ -444,7 +450,7 @@ class HFBackend:
             row.finish = "stop"
             return True
         row.tokens.append(token)
-        if self._hit_stop(row.tokens, s.stop):
+        if len(row.tokens) >= row.min_new and self._hit_stop(row.tokens, s.stop):
             row.finish = "stop"
         elif row.guard.add(row.tokens):
             row.finish = "repetition"
@@ -501,11 +507,11 @@ class HFBackend:
                 new_rows = []
                 while pending and len(active) + len(new_rows) < self.batch_size:
                     i = pending.popleft()
-                    cap = caps[i] or s.max_new_tokens
-                    max_new = min(cap, self.context - len(prompts[i]))
+                    cap, floor = caps[i]
+                    max_new = min(cap or s.max_new_tokens, self.context - len(prompts[i]))
                     guard = RepetitionGuard(s.loop_ngram, s.loop_tokens)
                     new_rows.append(_Row(i, len(prompts[i]), max_new, guard, self._generator(seeds[i]),
-                                         adapters[i] if adapters else None))
+                                         adapters[i] if adapters else None, floor))
                 new_cache, new_mask, new_seen, tokens = self._admit(new_rows, prompts, s)
                 if cache is None:
                     cache, mask, seen, last = new_cache, new_mask, new_seen, tokens

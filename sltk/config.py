@@ -58,6 +58,10 @@ class ExtendConfig:
     # Cap each stage's new tokens at this multiple of its input text (None: the sampling cap only).
     # A stage that writes far more than its input has usually derailed; the cap frees its batch slot.
     stage_cap: float | None = None
+    # Stage 2 may not end before the candidate (pre-fill + its text) would reach this multiple of
+    # the current text's words (None: it ends when it likes, as upstream). A small model given the
+    # pre-fill tends to add a few sentences and sign off, shorter than the text it was to expand.
+    stage2_min_growth: float | None = None
     keep_trace: bool = False  # store each micro-round's texts (half, stage 1, kept, stage 2) with the record
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import benchmarks, degradation, judge, records, scoring, text
-from .backends import ChatRequest, Sampling, derive_seed
+from .backends import Sampling
 
 # LongWriter's evaluation sampling (METHOD 2.2); the token cap is the caller's.
 EVAL_SAMPLING = Sampling(temperature=0.5, top_p=0.8, top_k=50, repetition_penalty=1.0)
@@ -51,30 +51,11 @@ def model_names(iterations: int, wanted=()) -> list[str]:
 
 
 def generate(pipeline, names: list[str], items: list[dict], s: EvalSettings, folder: Path) -> dict[str, list[dict]]:
-    """Each model's answers to the items, in `<folder>/<model>.jsonl`; finished ids are reused.
-
-    All models answer in one shared batch (each row with its own adapter), appended chunk by chunk.
-    """
-    paths = {n: folder / f"{n}.jsonl" for n in names}
-    done = {n: {r["id"]: r for r in records.read_jsonl(p, repair_tail=True)} if p.exists() else {}
-            for n, p in paths.items()}
-    jobs = [(n, i) for n in names for i in items if i["id"] not in done[n]]
+    """Each model's answers to the items, in `<folder>/<model>.jsonl` (one shared batch; finished ids reused)."""
     iteration = {n: 0 if n == "base" else int(n.rsplit("_", 1)[1]) for n in names}
-    if jobs:
-        sampling = EVAL_SAMPLING.with_(max_new_tokens=s.max_new_tokens)
-        size = pipeline.config.chunk
-        with pipeline.generators(sorted({iteration[n] for n, _ in jobs if iteration[n]})) as roles:
-            for start in range(0, len(jobs), size):
-                chunk = jobs[start : start + size]
-                reqs = [ChatRequest([{"role": "user", "content": i["query"]}], role=roles.get(iteration[n]),
-                                    id=i["id"], seed=derive_seed(s.seed, "bench", i["id"])) for n, i in chunk]
-                outs = pipeline.backend.generate(reqs, sampling, desc=folder.name)
-                for n in dict.fromkeys(n for n, _ in chunk):
-                    new = [{"id": o.id, "text": o.text, "tokens": o.tokens, "finish": o.finish_reason}
-                           for (m, _), o in zip(chunk, outs) if m == n]
-                    records.append_jsonl(paths[n], new)
-                    done[n].update({r["id"]: r for r in new})
-    return {n: [done[n][i["id"]] for i in items] for n in names}
+    answers = pipeline.answer(items, {iteration[n]: folder / f"{n}.jsonl" for n in names},
+                              EVAL_SAMPLING.with_(max_new_tokens=s.max_new_tokens), s.seed, "bench", folder.name)
+    return {n: answers[iteration[n]] for n in names}
 
 
 def judged(pipeline, name: str, items: list[dict], outputs: list[dict], kind: str, out: Path,

@@ -13,6 +13,8 @@ from . import prompts, text
 from .backends import ChatRequest, Sampling, derive_seed
 from .config import ExtendConfig
 
+TOKENS_PER_WORD = 1.3  # English, for the embedded tokenizer and most others
+
 
 def draft_round(
     backend, items: list[dict], role: str | None, sampling: Sampling, filters=text.FILTERS, desc: str = "drafts"
@@ -82,7 +84,7 @@ def extension_round(
         stage2 = [
             ChatRequest([{"role": "user", "content": prompts.extension_prompt(a.item["query"], a.cur, a.item["lang"])}],
                         prefill=k + "\n\n" if k else "", role=role, seed=_sub_seed(a.item, r, 2),
-                        max_new_tokens=_stage_cap(a.cur, cfg, sampling))
+                        max_new_tokens=_stage_cap(a.cur, cfg, sampling), min_new_tokens=_stage2_floor(a.cur, k, cfg))
             for a, k in zip(live, kept)
         ]
         outs2 = backend.generate(stage2, sampling, desc=f"extend {r + 1}/{cfg.micro_rounds} stage 2")
@@ -117,8 +119,16 @@ def _stage_cap(source: str, cfg: ExtendConfig, sampling: Sampling) -> int | None
     """New tokens allowed to a stage: `cfg.stage_cap` times the (estimated) tokens of its input text."""
     if not cfg.stage_cap:
         return None
-    # about 1.3 tokens per English word; 1.5 leaves room
+    # 1.5 tokens a word leaves room over the usual 1.3
     return min(int(cfg.stage_cap * 1.5 * text.count_words(source)) + 64, sampling.max_new_tokens)
+
+
+def _stage2_floor(cur: str, kept: str, cfg: ExtendConfig) -> int:
+    """Tokens stage 2 must write so the candidate reaches `cfg.stage2_min_growth` times the current words."""
+    if not cfg.stage2_min_growth:
+        return 0
+    missing = cfg.stage2_min_growth * text.count_words(cur) - text.count_words(kept)
+    return max(int(TOKENS_PER_WORD * missing), 0)
 
 
 def _clean(body: str, lang: str, cfg: ExtendConfig, head: bool) -> str:

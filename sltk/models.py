@@ -96,6 +96,15 @@ def pick_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def torch_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """A torch dtype from itself or its name ('bfloat16', 'float32', ...); None stays None."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if not isinstance(getattr(torch, str(dtype), None), torch.dtype):
+        raise ModelError(f"dtype {dtype!r} is not a torch dtype; use e.g. 'bfloat16', 'float16' or 'float32'.")
+    return getattr(torch, dtype)
+
+
 def pick_dtype(device: str, quantization: str | None = None) -> torch.dtype:
     """bf16 on Ampere and later, fp16 on older GPUs (T4, V100); on the CPU, what measured fastest.
 
@@ -134,9 +143,7 @@ def load_base(
         raise ModelError(f"quantization={quantization!r} is not supported; use 'nf4' or None.")
     source = resolve_model(model)
     device = pick_device(device)
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    dtype = dtype or pick_dtype(device, quantization)
+    dtype = torch_dtype(dtype) or pick_dtype(device, quantization)
     kwargs = {"dtype": dtype, "device_map": device}
     if quantization == "nf4":
         kwargs["quantization_config"] = nf4_config(dtype)

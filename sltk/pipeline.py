@@ -247,11 +247,16 @@ class Pipeline:
         return {"records": len(items)}
 
     # -- step 3 and 4: selection and extension ------------------------------------------------
+    def kept_drafts(self, k: int) -> tuple[list[dict], list[dict]]:
+        """Iteration k's drafts that passed the filters, and those length-biased sampling keeps of them."""
+        drafts = [r for r in records.read_jsonl(self.dir(k) / "drafts.jsonl") if r["ok"]]
+        kept = (lengthen.select_by_length(drafts, _rng(self.config.seed, k, "select-drafts"))
+                if self.config.drafts.length_biased else drafts)
+        return drafts, kept
+
     def extend(self, k: int) -> None:
         def run():
-            drafts = [r for r in records.read_jsonl(self.dir(k) / "drafts.jsonl") if r["ok"]]
-            kept = (lengthen.select_by_length(drafts, _rng(self.config.seed, k, "select-drafts"))
-                    if self.config.drafts.length_biased else drafts)
+            drafts, kept = self.kept_drafts(k)
             e = self.config.extend
             items = [{"id": f"{d['id']}-e{a}", "draft_id": d["id"], "query_id": d["query_id"], "query": d["query"],
                       "lang": d["lang"], "draft": d["text"]} for d in kept for a in range(e.attempts)]
@@ -382,13 +387,37 @@ class Pipeline:
                 if name in getattr(net, "peft_config", {}):
                     net.delete_adapter(name)
 
+    def answer(self, items: list[dict], files: dict[int, Path], sampling, seed: int, tag: str, desc: str) -> dict:
+        """Answers of the base model (k = 0) and iteration k's Generators to `items` ({"id", "query"}).
+
+        All models answer in one shared batch, appended chunk by chunk to `files[k]`; ids already
+        there are skipped. The same seed per item for every model: differences come from the model
+        alone. Returns {k: answers in the order of `items`}.
+        """
+        from .backends import ChatRequest
+
+        done = {k: {r["id"]: r for r in records.read_jsonl(p, repair_tail=True)} if p.exists() else {}
+                for k, p in files.items()}
+        jobs = [(k, i) for k in files for i in items if i["id"] not in done[k]]
+        with self.generators(sorted({k for k, _ in jobs if k})) as roles:
+            for chunk in _chunks(jobs, self.config.chunk):
+                reqs = [ChatRequest([{"role": "user", "content": i["query"]}], role=roles.get(k), id=i["id"],
+                                    seed=derive_seed(seed, tag, i["id"]))
+                        for k, i in chunk]
+                outs = self.backend.generate(reqs, sampling, desc=desc)
+                for k in dict.fromkeys(k for k, _ in chunk):
+                    new = [{"id": o.id, "text": o.text, "tokens": o.tokens, "finish": o.finish_reason,
+                            "words": text.count_words(o.text)} for (j, _), o in zip(chunk, outs) if j == k]
+                    records.append_jsonl(files[k], new)
+                    done[k].update({r["id"]: r for r in new})
+        return {k: [done[k][i["id"]] for i in items] for k in files}
+
     def evaluate(self):
         """Answer the held-out prompts with the base model and each iteration's Generator; the growth table.
 
         All models answer in one shared batch; each model's answers go to its own file and resume by id.
         """
         from .analysis import growth_table, length_row, markdown
-        from .backends import ChatRequest
 
         c = self.config
         prompts = [r for f in c.held_out for r in records.read_jsonl(f)]
@@ -398,21 +427,7 @@ class Pipeline:
         paths = {k: self.folder / "eval" / f"{name}.jsonl" for k, name in names.items()}
 
         def run():
-            jobs = []
-            for k, path in paths.items():
-                done = {r["id"] for r in records.read_jsonl(path, repair_tail=True)} if path.exists() else set()
-                jobs += [(k, p) for p in prompts if p["id"] not in done]
-            with self.generators(sorted({k for k, _ in jobs if k})) as roles:
-                for chunk in _chunks(jobs, c.chunk):
-                    # the same seed per prompt for every model: differences come from the model alone
-                    reqs = [ChatRequest([{"role": "user", "content": p["query"]}], role=roles.get(k), id=p["id"],
-                                        seed=derive_seed(c.seed, "eval", p["id"])) for k, p in chunk]
-                    outs = self.backend.generate(reqs, sampling, desc="eval")
-                    for k in dict.fromkeys(k for k, _ in chunk):
-                        records.append_jsonl(paths[k], [
-                            {"id": o.id, "text": o.text, "tokens": o.tokens, "finish": o.finish_reason,
-                             "words": text.count_words(o.text)}
-                            for (j, _), o in zip(chunk, outs) if j == k])
+            self.answer(prompts, paths, sampling, c.seed, "eval", "eval")
             return {"records": len(prompts) * len(paths), "models": len(paths)}
 
         self._timed("eval/answers", run)

@@ -240,6 +240,8 @@ class OpenAIBackend:
             body["stop"] = stops
         if self.send_extra_fields:
             body.update(top_k=sampling.top_k, repetition_penalty=sampling.repetition_penalty)
+            if req.min_new_tokens:
+                body["min_tokens"] = req.min_new_tokens  # vLLM's name
         body.update(self.extra_body)
         if req.prefill:
             return "/completions", {**body, "prompt": self._prompt(req)}

@@ -118,6 +118,24 @@ def test_stop_strings_cut_the_text(tiny, tokenizer):
     assert not backend._hit_stop(tokens, ("###",))
 
 
+def test_min_new_tokens_holds_off_the_end_token_and_stop_strings(tiny, tokenizer):
+    with torch.no_grad():  # make the end token the model's first choice everywhere
+        tiny.model.lm_head.weight[tokenizer.eos_token_id] *= 0
+        tiny.model.lm_head.weight[tokenizer.eos_token_id] += tiny.model.model.norm.weight * 50
+    backend = HFBackend(tiny, batch_size=3, show_progress=False)
+    reqs = requests()[:3]
+    assert [c.tokens for c in backend.generate(reqs, GREEDY)] == [0, 0, 0]
+    for r, floor in zip(reqs, (5, 9, 0)):
+        r.min_new_tokens = floor
+    out = backend.generate(reqs, GREEDY)
+    assert [c.tokens for c in out] == [5, 9, 0]  # it ends as soon as it may
+    assert [c.finish_reason for c in out] == ["stop"] * 3
+    tokens = tokenizer("First part.\n\n\nSecond part --- third", add_special_tokens=False)["input_ids"]
+    floor = len(tokenizer("First part.\n\n\nSecond", add_special_tokens=False)["input_ids"])
+    assert backend._text(tokens, ("---", "\n\n\n"), min_new=floor) == "First part.\n\n\nSecond part "
+    assert backend._text(tokens, ("---", "\n\n\n"), min_new=len(tokens)) == "First part.\n\n\nSecond part --- third"
+
+
 def test_roles_per_request_use_their_adapter(tokenizer):
     from conftest import tiny_model
 

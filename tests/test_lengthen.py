@@ -59,3 +59,16 @@ def test_a_candidate_failing_a_filter_is_not_accepted_and_closing_commentary_is_
     assert outs[0]["rounds"][0]["failed"] == ["repetition"] and not outs[0]["ok"]
     assert outs[0]["text"] == DRAFT  # nothing accepted: the draft stays
     assert outs[1]["ok"] and "I hope" not in outs[1]["text"]
+
+
+def test_stage_two_floor_asks_for_the_words_the_candidate_still_lacks():
+    stage1 = "\n\n".join(_para("Expanded part", i) for i in range(5, 8))
+    stage2 = "\n\n".join(_para("Later part", i) for i in range(8, 12))
+    floors = {}
+    for growth in (None, 1.5):
+        backend = Scripted([stage1], [stage2])
+        extension_round(backend, [_item()], None, ExtendConfig(micro_rounds=1, stage2_min_growth=growth), Sampling())
+        second = backend.requests[1][0]
+        floors[growth] = second.min_new_tokens
+    missing = 1.5 * len(DRAFT.split()) - len(second.prefill.split())
+    assert floors == {None: 0, 1.5: int(1.3 * missing)} and missing > 0
