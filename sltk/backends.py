@@ -21,6 +21,7 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from .memory import KV_SPARE, kv_buffer_tokens
 from .models import BASE, LoadedModel, torch_dtype, use_role
 
 ADAPTER_BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
@@ -151,7 +152,7 @@ class GrowingLayer(DynamicLayer):
     them (as batch selection and merging do) starts a new buffer.
     """
 
-    SPARE = 256  # decoding steps of room added when the buffer is full
+    SPARE = KV_SPARE  # decoding steps of room added when the buffer is full
 
     def __init__(self, kv_dtype: torch.dtype | None = None):
         super().__init__()
@@ -180,7 +181,7 @@ class GrowingLayer(DynamicLayer):
         for name, states in (("_k", key_states), ("_v", value_states)):
             buf, filled = self.__dict__[name], self.__dict__[name + "_n"]
             if filled + new > buf.shape[-2]:
-                grown = buf.new_empty((*buf.shape[:2], filled + new + max(self.SPARE, filled // 4), buf.shape[-1]))
+                grown = buf.new_empty((*buf.shape[:2], kv_buffer_tokens(filled, new, self.SPARE), buf.shape[-1]))
                 grown[:, :, :filled] = buf[:, :, :filled]
                 self.__dict__[name] = buf = grown
             buf[:, :, filled : filled + new] = states
@@ -301,10 +302,11 @@ class HFBackend:
         # With adapters loaded, requests of different roles share one batch (PEFT picks each row's
         # adapter); otherwise one role at a time.
         groups: dict[str, list[int]] = {}
-        for i, role in enumerate(roles):
-            groups.setdefault(role, []).append(i)
         if mixed:  # any adapter switched on; each row then names its own
-            groups = {next(r for r in roles if r != BASE): list(range(len(requests)))}
+            groups[next(r for r in roles if r != BASE)] = list(range(len(requests)))
+        else:
+            for i, role in enumerate(roles):
+                groups.setdefault(role, []).append(i)
         adapters = [ADAPTER_BASE if r == BASE else r for r in roles] if mixed else None
         bar = self._progress(len(requests), desc)
         try:

@@ -30,7 +30,7 @@ class EvalSettings:
     judge: bool = False  # score quality with the run's base model as the judge (weak)
     seed: int = 0
     judge_tries: int = 5  # tries per item until its reply parses
-    judge_max_new_tokens: int = 1024
+    judge_max_new_tokens: int = judge.JUDGE_SAMPLING.max_new_tokens
 
 
 def select(items: list[dict], s: EvalSettings) -> list[dict]:
@@ -43,7 +43,7 @@ def select(items: list[dict], s: EvalSettings) -> list[dict]:
 
 
 def model_names(iterations: int, wanted=()) -> list[str]:
-    names = ["base"] + [f"generator_iter_{k}" for k in range(1, iterations + 1)]
+    names = [records.model_name(k) for k in range(iterations + 1)]
     unknown = sorted(set(wanted) - set(names))
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; this run has {names}")
@@ -52,14 +52,13 @@ def model_names(iterations: int, wanted=()) -> list[str]:
 
 def generate(pipeline, names: list[str], items: list[dict], s: EvalSettings, folder: Path) -> dict[str, list[dict]]:
     """Each model's answers to the items, in `<folder>/<model>.jsonl` (one shared batch; finished ids reused)."""
-    iteration = {n: 0 if n == "base" else int(n.rsplit("_", 1)[1]) for n in names}
-    answers = pipeline.answer(items, {iteration[n]: folder / f"{n}.jsonl" for n in names},
+    answers = pipeline.answer(items, {records.model_iteration(n): folder / f"{n}.jsonl" for n in names},
                               EVAL_SAMPLING.with_(max_new_tokens=s.max_new_tokens), s.seed, "bench", folder.name)
-    return {n: answers[iteration[n]] for n in names}
+    return {n: answers[records.model_iteration(n)] for n in names}
 
 
 def judged(pipeline, name: str, items: list[dict], outputs: list[dict], kind: str, out: Path,
-           tries: int = 5, max_new_tokens: int = 1024) -> dict:
+           tries: int, max_new_tokens: int) -> dict:
     """Judge scores of one model's outputs (the run's base model as judge), saved once to `out`."""
     if out.exists():
         rows = records.read_jsonl(out)

@@ -63,7 +63,7 @@ GIB = 2**30
 NF4_BITS = 4 + 8 / 64 + 32 / (64 * 256)  # 4-bit codes + 8-bit absmax per 64 + fp32 absmax per 256 blocks
 OVERHEAD_GIB = 0.75  # CUDA context, cuBLAS workspace, allocator slack
 T4_GIB = 14.75  # the total capacity torch reports for a 16 GB T4 (15,835,398,144 bytes)
-KV_SPARE = 256  # backends.GrowingLayer.SPARE: positions of room added when the cache is full
+KV_SPARE = 256  # positions of room the generation cache (backends.GrowingLayer) adds when it is full
 PROMPT_OVERHEAD = 256  # tokens of chat template and extension instruction around a query and a text
 LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -177,9 +177,12 @@ def kv_cache_bytes(cfg, batch: int, tokens: int, kv_bytes: int = 2) -> float:
     return 2 * s.layers * s.kv_heads * s.head_dim * kv_bytes * tokens * batch
 
 
-def kv_buffer_tokens(tokens: int) -> int:
-    """Positions the growing cache may hold for `tokens` filled ones (its spare room at its largest)."""
-    return tokens + max(KV_SPARE, tokens // 4)
+def kv_buffer_tokens(tokens: int, new: int = 0, spare: int = KV_SPARE) -> int:
+    """Positions of the growing cache's buffer once `new` no longer fit after `tokens` filled ones.
+
+    The rule `backends.GrowingLayer` grows by; with new = 0, its spare room at its largest.
+    """
+    return tokens + new + max(spare, tokens // 4)
 
 
 def _math_attention(s: Shape, rows: int, q_len: int, k_len: int, bytes_per_score: int) -> float:

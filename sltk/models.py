@@ -130,6 +130,25 @@ def nf4_config(compute_dtype: torch.dtype):
     )
 
 
+def placement(device: str | None = None, dtype: torch.dtype | str | None = None,
+              quantization: str | None = None) -> tuple[str, torch.dtype]:
+    """The device and compute dtype `load_base` uses for these settings (None: pick)."""
+    device = pick_device(device)
+    return device, torch_dtype(dtype) or pick_dtype(device, quantization)
+
+
+def peak_memory() -> dict:
+    """Peak memory of this process so far, in GiB: resident set and, on CUDA, what torch allocated."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    peak = {"process_gib": round(rss / (2**30 if sys.platform == "darwin" else 2**20), 2)}
+    if torch.cuda.is_available():
+        peak["gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return peak
+
+
 def load_base(
     model: str | os.PathLike | None = None,
     quantization: str | None = "nf4",
@@ -142,8 +161,7 @@ def load_base(
     if quantization not in QUANTIZATIONS:
         raise ModelError(f"quantization={quantization!r} is not supported; use 'nf4' or None.")
     source = resolve_model(model)
-    device = pick_device(device)
-    dtype = torch_dtype(dtype) or pick_dtype(device, quantization)
+    device, dtype = placement(device, dtype, quantization)
     kwargs = {"dtype": dtype, "device_map": device}
     if quantization == "nf4":
         kwargs["quantization_config"] = nf4_config(dtype)

@@ -374,7 +374,7 @@ class Pipeline:
         Yields {k: role name}; requests of all of them (and of the base, role None) can then share
         one batch. The adapters are removed afterwards.
         """
-        names = {k: f"generator_iter_{k}" for k in ks}
+        names = {k: records.model_name(k) for k in ks}
         if names:
             self.roles_of(max(ks))  # a PEFT model to load into
         net = self.loaded.model
@@ -423,7 +423,7 @@ class Pipeline:
         prompts = [r for f in c.held_out for r in records.read_jsonl(f)]
         prompts = prompts[: c.eval.prompts] if c.eval.prompts else prompts
         sampling = c.sampling.with_(max_new_tokens=c.eval.max_new_tokens)
-        names = {k: f"generator_iter_{k}" if k else "base" for k in range(0, c.iterations + 1)}
+        names = {k: records.model_name(k) for k in range(0, c.iterations + 1)}
         paths = {k: self.folder / "eval" / f"{name}.jsonl" for k, name in names.items()}
 
         def run():

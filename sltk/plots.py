@@ -43,7 +43,7 @@ def lengths(folder: str | Path) -> pd.DataFrame:
                                  "tokens": r.get("tokens")})
     for path in sorted((folder / "eval").glob("*.jsonl")) if (folder / "eval").exists() else []:
         name = path.stem
-        k = 0 if name == "base" else int(name.rsplit("_", 1)[1])
+        k = records.model_iteration(name)
         for r in records.read_jsonl(path):
             rows.append({"iteration": k, "stage": "held-out", "model": name, "words": r["words"],
                          "tokens": r["tokens"]})

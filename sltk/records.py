@@ -1,4 +1,7 @@
-"""JSONL records: read with errors that name the file and line, append safely, write atomically."""
+"""JSONL records: read with errors that name the file and line, append safely, write atomically.
+
+Also the names a run gives its models' answer files: "base", "generator_iter_<k>".
+"""
 
 from __future__ import annotations
 
@@ -75,3 +78,13 @@ def write_jsonl(path: str | os.PathLike, records) -> None:
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
+
+
+def model_name(k: int) -> str:
+    """The name of iteration k's Generator ("base" for k = 0), as in `eval/<name>.jsonl`."""
+    return f"generator_iter_{k}" if k else "base"
+
+
+def model_iteration(name: str) -> int:
+    """The iteration of a model name: 0 for "base", k for "generator_iter_<k>"."""
+    return 0 if name == "base" else int(name.rsplit("_", 1)[1])

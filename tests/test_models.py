@@ -69,3 +69,21 @@ def test_footprint_counts_trainable_parameters(tiny):
     add_roles(tiny, lora_config(r=2, alpha=4))
     after = footprint(tiny.model)
     assert after["parameters"] > before["parameters"] and after["trainable"] > 0
+
+
+def test_placement_is_what_load_base_uses_and_names_a_bad_dtype():
+    import torch
+
+    from sltk.models import pick_dtype, placement
+
+    assert placement("cpu") == ("cpu", pick_dtype("cpu", None))
+    assert placement("cpu", "bfloat16", "nf4") == ("cpu", torch.bfloat16)
+    with pytest.raises(ModelError, match="'bfloat17' is not a torch dtype"):
+        placement("cpu", "bfloat17")
+
+
+def test_peak_memory_reports_the_process_in_gib():
+    from sltk.models import peak_memory
+
+    peak = peak_memory()
+    assert 0.01 < peak["process_gib"] < 1024  # a Python process with torch loaded: tens of MiB at least
