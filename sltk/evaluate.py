@@ -14,6 +14,7 @@ import pandas as pd
 
 from . import benchmarks, degradation, judge, records, scoring, text
 from .backends import Sampling
+from .judge import JUDGE_SAMPLING
 
 # LongWriter's evaluation sampling (METHOD 2.2); the token cap is the caller's.
 EVAL_SAMPLING = Sampling(temperature=0.5, top_p=0.8, top_k=50, repetition_penalty=1.0)
@@ -30,7 +31,7 @@ class EvalSettings:
     judge: bool = False  # score quality with the run's base model as the judge (weak)
     seed: int = 0
     judge_tries: int = 5  # tries per item until its reply parses
-    judge_max_new_tokens: int = judge.JUDGE_SAMPLING.max_new_tokens
+    judge_max_new_tokens: int = JUDGE_SAMPLING.max_new_tokens
 
 
 def select(items: list[dict], s: EvalSettings) -> list[dict]:
