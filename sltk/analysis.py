@@ -70,6 +70,8 @@ def iteration_stats(pipeline, k: int) -> dict:
             "micro_rounds": len(micro),
             "micro_round_acceptance": round(sum(m["accepted"] for m in micro) / len(micro), 3) if micro else None,
             "micro_round_failures": _count(f for m in micro for f in m["failed"]),
+            # accepted after cutting back to a clean start (extend.salvage)
+            "micro_rounds_salvaged": sum(1 for m in micro if m["accepted"] and m["failed"]),
             "words": describe([r["words"] for r in ok_ext]),
             "draft_words": describe([r["draft_words"] for r in ok_ext]),
             "growth": describe([round(r["growth"], 3) for r in ok_ext]),

@@ -64,8 +64,10 @@ def extension_round(
     Up to `cfg.micro_rounds` micro-rounds, batched across items. In each: stage 1 extends the
     first half of the current text; its first two thirds are kept and pre-filled into stage 2,
     which sees the whole current text and continues. The candidate replaces the current text
-    when it passes the filters and is longer than the best so far. With `trace`, each micro-round
-    also keeps its texts (first half, stage 1, kept part, stage 2, candidate) to show the steps.
+    when it passes the filters and is longer than the best so far; with `cfg.salvage`, a candidate
+    that fails them may instead be cut back to its clean start (`text.clean_prefix`), which must then
+    pass them and be longer. With `trace`, each micro-round also keeps its texts (first half, stage 1,
+    kept part, stage 2, candidate, salvaged text) to show the steps.
     """
     attempts = [Attempt(it, it["text"], it["text"]) for it in items]
     for r in range(cfg.micro_rounds):
@@ -94,15 +96,18 @@ def extension_round(
             candidate = (k + "\n\n" + tail if k else tail).strip()
             failed = outcome(candidate, a.item["lang"], o2.tokens, o2.finish_reason, filters)["failed"]
             words, best_words = text.count_words(candidate), text.count_words(a.best)
-            accepted = not failed and words > best_words
+            salvaged = _salvage(candidate, failed, a.item["lang"], filters) if cfg.salvage else ""
+            accepted = (not failed and words > best_words) or text.count_words(salvaged) > best_words
             a.rounds.append({"stage1_words": text.count_words(o1.text), "kept_words": text.count_words(k),
                              "candidate_words": words, "failed": failed, "accepted": accepted,
                              "stage2_finish": o2.finish_reason})
+            if salvaged:
+                a.rounds[-1]["salvaged_words"] = text.count_words(salvaged)
             if trace:
                 a.rounds[-1].update(first_half=text.first_half(a.cur), stage1=o1.text, kept=k, stage2=o2.text,
-                                    candidate=candidate)
+                                    candidate=candidate, **({"salvaged": salvaged} if salvaged else {}))
             if accepted:
-                a.cur = a.best = candidate
+                a.cur = a.best = salvaged if failed else candidate
     results = []
     for a in attempts:
         draft_words = text.count_words(a.item["text"])
@@ -129,6 +134,15 @@ def _stage2_floor(cur: str, kept: str, cfg: ExtendConfig) -> int:
         return 0
     missing = cfg.stage2_min_growth * text.count_words(cur) - text.count_words(kept)
     return max(int(TOKENS_PER_WORD * missing), 0)
+
+
+def _salvage(candidate: str, failed: list[str], lang: str, filters) -> str:
+    """A failed candidate cut back to its clean start, if that passes the filters ("" if not)."""
+    if not failed:
+        return ""
+    trimmed = text.clean_prefix(candidate, lang, ending="ending" in filters)
+    passes = trimmed.strip() and not [f for f in text.check_filters(trimmed, lang) if f in filters]
+    return trimmed if passes else ""
 
 
 def _clean(body: str, lang: str, cfg: ExtendConfig, head: bool) -> str:

@@ -20,6 +20,7 @@ __all__ = [
     "META_WORDS_ZH",
     "TERMINAL_MARKS",
     "check_filters",
+    "clean_prefix",
     "count_words",
     "count_words_lw",
     "count_words_sl",
@@ -362,6 +363,25 @@ def check_filters(text: str, lang: str | None = None) -> list[str]:
     if has_meta_commentary(text, lang):
         failed.append("meta")
     return failed
+
+
+def clean_prefix(text: str, lang: str | None = None, n: int | None = None, ending: bool = True) -> str:
+    """The leading whole units (paragraphs, or lines) of a text that loops or is cut off, clean.
+
+    Units are kept up to the one that would bring in the first repeated n-gram (as in
+    :func:`has_repeated_ngram`); then, with ``ending``, trailing units are dropped until the text
+    ends properly. Returns ``""`` when no unit qualifies; a clean text comes back unchanged.
+    """
+    lang = _resolve_lang(text, lang)
+    units, sep = split_units_with_sep(text)
+    kept: list[str] = []
+    for unit in units:
+        if has_repeated_ngram(join_units(kept + [unit], sep), lang, n):
+            break
+        kept.append(unit)
+    while ending and kept and not ends_properly(join_units(kept, sep), lang):
+        kept.pop()
+    return join_units(kept, sep)
 
 
 # --------------------------------------------------------------------------- sampling

@@ -72,3 +72,27 @@ def test_stage_two_floor_asks_for_the_words_the_candidate_still_lacks():
         floors[growth] = second.min_new_tokens
     missing = 1.5 * len(DRAFT.split()) - len(second.prefill.split())
     assert floors == {None: 0, 1.5: int(1.3 * missing)} and missing > 0
+
+
+def test_salvage_cuts_a_looping_candidate_back_to_its_clean_start():
+    stage1 = "\n\n".join(_para("Expanded part", i) for i in range(5, 8))
+    fresh = "\n\n".join(_para("Later part", i) for i in range(8, 12))
+    looping = fresh + "\n\n" + "The boats come home at dawn again. " * 12 + "\n\nAnd they"
+    outs = {}
+    for salvage in (False, True):
+        backend = Scripted([stage1], [looping])
+        cfg = ExtendConfig(micro_rounds=1, salvage=salvage)
+        outs[salvage] = extension_round(backend, [_item()], None, cfg, Sampling(), trace=True)[0]
+    assert not outs[False]["ok"] and outs[False]["text"] == DRAFT
+    r = outs[True]["rounds"][0]
+    assert r["failed"] == ["ending", "repetition"] and r["accepted"] and outs[True]["ok"]
+    assert outs[True]["text"].endswith("lantern dawn.") and "boats come home" not in outs[True]["text"]
+    assert r["salvaged_words"] == outs[True]["words"] < r["candidate_words"] and r["salvaged"] == outs[True]["text"]
+
+
+def test_salvage_rejects_what_is_no_longer_than_the_draft_once_cut():
+    stage1 = _para("Expanded part", 5)
+    looping = "The boats come home at dawn again. " * 12
+    backend = Scripted([stage1], [looping])
+    out = extension_round(backend, [_item()], None, ExtendConfig(micro_rounds=1, salvage=True), Sampling())[0]
+    assert not out["rounds"][0]["accepted"] and out["text"] == DRAFT

@@ -8,6 +8,7 @@ from sltk.text import (
     META_WORDS_EN,
     META_WORDS_ZH,
     check_filters,
+    clean_prefix,
     count_words,
     count_words_lw,
     count_words_sl,
@@ -660,3 +661,27 @@ def test_a_letter_signature_after_a_valediction_ends_properly():
     assert not ends_properly("Thank you for the visit, and\n\nWarm regards,\nSarah", "en")  # cut before it
     assert not ends_properly("We walked to the harbour and\nthen,\nthe", "en")  # not a signature: no sentence ends
     assert not ends_properly("Our plan:\n\nItems to bring,\nthe tent poles and", "en")
+
+
+# --------------------------------------------------------------------------- clean_prefix
+
+
+def test_clean_prefix_stops_before_the_paragraph_that_repeats_and_drops_an_unfinished_end():
+    paras = [f"Part {i}: the {w} river runs past the {w} mill toward a {w} sea." for i, w in
+             enumerate(["grey", "green", "gold", "blue"])]
+    loop = "We walked along the shore and we walked along the shore and we walked along the shore."
+    assert clean_prefix("\n\n".join(paras + [loop, "Then the last"])) == "\n\n".join(paras)
+    assert clean_prefix("\n\n".join(paras + ["Then the last"])) == "\n\n".join(paras)
+    assert clean_prefix("\n\n".join(paras + ["Then the last"]), ending=False) == "\n\n".join(paras + ["Then the last"])
+    clean = "\n\n".join(paras)
+    assert clean_prefix(clean) == clean and check_filters(clean_prefix(clean), "en") == []
+    assert clean_prefix(loop) == "" and clean_prefix("no closing mark") == ""
+
+
+def test_clean_prefix_repeats_across_paragraphs_and_in_chinese():
+    a = "One two three four five six seven eight nine ten eleven."
+    b = "Twelve then: one two three four five six seven eight nine ten again."
+    assert clean_prefix(f"{a}\n\nFresh words here.\n\n{b}", "en") == f"{a}\n\nFresh words here."
+    spring = "春天来了，花园里开满了红色的花。"
+    zh = [spring, "孩子们在河边放风筝，笑声传得很远。", spring, "晚上"]
+    assert clean_prefix("\n\n".join(zh), "zh") == "\n\n".join(zh[:2])
