@@ -98,7 +98,7 @@ def _eval(args) -> int:
     pipeline = Pipeline(Config.load(folder / "config.yaml"), folder)
     settings = EvalSettings(args.benchmark, args.subset, args.max_length, args.lang, args.max_new_tokens,
                             tuple(args.models or ()), args.judge, args.seed, judge_tries=args.judge_tries,
-                            judge_max_new_tokens=args.judge_max_new_tokens)
+                            judge_max_new_tokens=args.judge_max_new_tokens, judge_mode=args.judge_mode)
     table = run(pipeline, settings)
     print(markdown(table))
     print(f"Results, outputs and figures: {folder / 'bench'}")
@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge", action="store_true", help="LLM-as-judge quality with the run's base model (weak)")
     p.add_argument("--judge-tries", type=int, default=5, help="tries per item until the judge's reply parses")
     p.add_argument("--judge-max-new-tokens", type=int, default=1024)
+    p.add_argument("--judge-mode", choices=["sample", "choice"], default="sample",
+                   help="sample: the judge writes JSON scores; choice: each score is the most probable value "
+                        "(forced choice, for a weak local judge; LongBench-Write only)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_eval)
 

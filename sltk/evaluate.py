@@ -32,6 +32,9 @@ class EvalSettings:
     seed: int = 0
     judge_tries: int = 5  # tries per item until its reply parses
     judge_max_new_tokens: int = JUDGE_SAMPLING.max_new_tokens
+    # "sample": the judge writes its scores as JSON (tries until it parses); "choice": forced choice of
+    # each score from the value probabilities (judge.judge_choice), for a judge too weak to write JSON
+    judge_mode: str = "sample"
 
 
 def select(items: list[dict], s: EvalSettings) -> list[dict]:
@@ -59,18 +62,24 @@ def generate(pipeline, names: list[str], items: list[dict], s: EvalSettings, fol
 
 
 def judged(pipeline, name: str, items: list[dict], outputs: list[dict], kind: str, out: Path,
-           tries: int, max_new_tokens: int) -> dict:
+           tries: int, max_new_tokens: int, mode: str = "sample") -> dict:
     """Judge scores of one model's outputs (the run's base model as judge), saved once to `out`."""
+    if mode not in ("sample", "choice"):
+        raise ValueError(f"judge mode {mode!r}: use 'sample' or 'choice'")
     if out.exists():
         rows = records.read_jsonl(out)
     else:
         pipeline.roles_of(0)
-        result = judge.judge(pipeline.backend, [{**i, "text": o["text"]} for i, o in zip(items, outputs)], kind,
-                             judge.JUDGE_SAMPLING.with_(max_new_tokens=max_new_tokens), retries=tries)
+        answered = [{**i, "text": o["text"]} for i, o in zip(items, outputs)]
+        if mode == "choice":
+            result = judge.judge_choice(pipeline.backend, answered, kind)
+        else:
+            result = judge.judge(pipeline.backend, answered, kind,
+                                 judge.JUDGE_SAMPLING.with_(max_new_tokens=max_new_tokens), retries=tries)
         rows = result.rows
         records.write_jsonl(out, rows)
     parsed = {r["id"]: r["scores"] for r in rows if r["scores"] is not None}
-    return {"scores": parsed, "parse_rate": len(parsed) / len(rows) if rows else float("nan")}
+    return {"scores": parsed, "parse_rate": len(parsed) / len(rows) if rows else float("nan"), "mode": mode}
 
 
 def score_row(bench: str, name: str, items: list[dict], outputs: list[dict], quality: dict | None) -> dict:
@@ -95,6 +104,7 @@ def score_row(bench: str, name: str, items: list[dict], outputs: list[dict], qua
         row["quality"] = round(scoring.longen_quality(quality["scores"].values())["quality"], 2)
     if quality:
         row["judge_parse_rate"] = round(quality["parse_rate"], 3)
+        row["judge_mode"] = quality.get("mode", "sample")
     return row
 
 
@@ -115,8 +125,9 @@ def run(pipeline, s: EvalSettings) -> pd.DataFrame:
     answers = generate(pipeline, names, items, s, folder)
     for name in names:
         outs = answers[name]
-        quality = (judged(pipeline, name, items, outs, kind, folder / f"{name}.judge.jsonl", s.judge_tries,
-                          s.judge_max_new_tokens) if s.judge else None)
+        judged_file = folder / f"{name}.judge{'_choice' if s.judge_mode == 'choice' else ''}.jsonl"
+        quality = (judged(pipeline, name, items, outs, kind, judged_file, s.judge_tries, s.judge_max_new_tokens,
+                          s.judge_mode) if s.judge else None)
         rows.append(score_row(bench, name, items, outs, quality))
         outputs[name] = [{**o, "lang": i["lang"]} for i, o in zip(items, outs)]
     table = pd.DataFrame(rows)

@@ -22,6 +22,7 @@ __all__ = [
     "ParseError",
     "Rubric",
     "judge",
+    "judge_choice",
     "judge_prompt",
     "parse_scores",
 ]
@@ -261,16 +262,8 @@ def judge(backend, items: list[dict], kind: str, sampling: Sampling | None = Non
     if retries < 1:
         raise ValueError(f"retries must be at least 1, got {retries}")
     sampling = sampling or JUDGE_SAMPLING
-    rows, prompts = [], {}
-    for item in items:
-        missing = [k for k in ("id", "text") if k not in item] + ([] if "query" in item or "prompt" in item
-                                                                   else ["query"])
-        if missing:
-            raise ValueError(f"a judged item needs id, query and text; missing {', '.join(missing)} in {item!r:.200}")
-        if item["id"] in prompts:
-            raise ValueError(f"duplicate item id {item['id']!r}")
-        prompts[item["id"]] = judge_prompt(kind, item.get("query", item.get("prompt")), item["text"] or "")
-        rows.append({"id": item["id"], "scores": None, "tries": 0, "text": None, "error": None})
+    prompts = _prompts(items, kind)
+    rows = [{"id": i, "scores": None, "tries": 0, "text": None, "error": None} for i in prompts]
     for attempt in range(retries):
         pending = [r for r in rows if r["scores"] is None]
         if not pending:
@@ -289,3 +282,51 @@ def judge(backend, items: list[dict], kind: str, sampling: Sampling | None = Non
             except ParseError as exc:
                 row["error"] = str(exc)
     return JudgeResult(kind, rows)
+
+
+def judge_choice(backend, items: list[dict], kind: str) -> JudgeResult:
+    """Forced-choice scores, for a judge too weak to write the JSON: every item is scored.
+
+    For each item and rubric key, the judge's reply is pre-filled with ``{"<key>": `` and the score
+    is the most probable next token among the rubric's values (one forward pass, no sampling; the
+    backend's ``choice_logprobs``). Rows carry each key's probabilities over the values, which sum
+    to at most 1. Needs single-token values, so a 1–5 rubric (LongBench-Write), not LonGen's 1–10.
+    """
+    rubric = _rubric(kind)
+    if rubric.high > 9:
+        raise ValueError(f"forced choice needs one-digit scores; the {kind} rubric goes to {rubric.high}. "
+                         "Use the sampled judge (judge()) for it.")
+    if not hasattr(backend, "choice_logprobs"):
+        raise ValueError(f"{type(backend).__name__} has no choice_logprobs: forced-choice judging needs an "
+                         "in-process backend (HFBackend); use the sampled judge with a served model.")
+    values = [str(v) for v in range(rubric.low, rubric.high + 1)]
+    tokenizer = getattr(backend, "tokenizer", None)
+    if tokenizer is not None:
+        firsts = {tuple(tokenizer(v, add_special_tokens=False)["input_ids"][:1]) for v in values}
+        if len(firsts) < len(values):
+            raise ValueError("forced choice: this tokenizer does not give each score value a token of its own")
+    prompts = _prompts(items, kind)
+    requests = [ChatRequest([{"role": "user", "content": prompt}], prefill=f'{{"{key}": ', id=f"{i}|{key}")
+                for i, prompt in prompts.items() for key in rubric.keys]
+    logps = iter(backend.choice_logprobs(requests, {v: [v] for v in values}, desc=f"judge {kind} (forced choice)"))
+    rows = []
+    for i in prompts:
+        probs = {key: {v: math.exp(lp) for v, lp in next(logps).items()} for key in rubric.keys}
+        scores = {key: int(max(p, key=p.get)) for key, p in probs.items()}
+        rows.append({"id": i, "scores": scores, "tries": 1, "text": None, "error": None,
+                     "probabilities": {k: {v: float(f"{x:.4g}") for v, x in p.items()} for k, p in probs.items()}})
+    return JudgeResult(kind, rows)
+
+
+def _prompts(items: list[dict], kind: str) -> dict:
+    """Item id -> the judge's user message; checks each item has an id, a query and a text."""
+    prompts = {}
+    for item in items:
+        missing = [k for k in ("id", "text") if k not in item] + ([] if "query" in item or "prompt" in item
+                                                                   else ["query"])
+        if missing:
+            raise ValueError(f"a judged item needs id, query and text; missing {', '.join(missing)} in {item!r:.200}")
+        if item["id"] in prompts:
+            raise ValueError(f"duplicate item id {item['id']!r}")
+        prompts[item["id"]] = judge_prompt(kind, item.get("query", item.get("prompt")), item["text"] or "")
+    return prompts

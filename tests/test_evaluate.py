@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -50,6 +51,14 @@ def test_eval_scores_a_longbench_write_file_and_resumes(smoke_run, tmp_path, cap
     assert main(args) == 0
     assert (out / "base.jsonl").read_text() == base
     assert "results, outputs and figures" in capsys.readouterr().out.lower()
+    # the forced-choice judge scores every answer; the answers are read back, not generated again
+    assert main(args + ["--judge", "--judge-mode", "choice"]) == 0
+    assert (out / "base.jsonl").read_text() == base
+    rows = {r["model"]: r for r in csv.DictReader((out / "results.csv").open())}
+    assert rows["base"]["judge_parse_rate"] == "1.0" and rows["generator_iter_1"]["judge_mode"] == "choice"
+    assert 0 <= float(rows["base"]["S_q"]) <= 100
+    judged = [json.loads(line) for line in (out / "generator_iter_1.judge_choice.jsonl").read_text().splitlines()]
+    assert len(judged) == 2 and all(len(r["scores"]) == 6 for r in judged)
 
 
 def test_eval_refuses_an_unknown_model_and_a_missing_run(smoke_run, tmp_path, capsys):

@@ -1,11 +1,12 @@
 """Judge prompts, the tolerant score parser, and the retry loop against a scripted backend."""
 
 import json
+import math
 
 import pytest
 
-from sltk.backends import Completion
-from sltk.judge import JUDGE_SAMPLING, KINDS, ParseError, judge, judge_prompt, parse_scores
+from sltk.backends import Completion, HFBackend
+from sltk.judge import JUDGE_SAMPLING, KINDS, ParseError, judge, judge_choice, judge_prompt, parse_scores
 from sltk.scoring import LBW_DIMENSIONS, LONGEN_CRITERIA, lbw_quality
 
 GOOD = {"Relevance": 4, "Accuracy": 3, "Coherence": 5, "Clarity": 4, "Breadth and Depth": 2, "Reading Experience": 3}
@@ -185,3 +186,47 @@ def test_short_backend_reply_is_an_error():
 def test_dimension_names_match_scoring():
     assert KINDS["longbench_write"].keys == LBW_DIMENSIONS
     assert KINDS["longen"].keys == LONGEN_CRITERIA
+
+
+class ChoiceBackend:
+    """choice_logprobs from a table: (item id, key) -> the value given probability 0.6 (others 0.1)."""
+
+    def __init__(self, favour: dict):
+        self.favour, self.calls = favour, []
+
+    def choice_logprobs(self, requests, options, desc=""):
+        self.calls.append((requests, options, desc))
+        best = [self.favour.get(tuple(r.id.split("|")), "3") for r in requests]
+        return [{v: math.log(0.6 if v == b else 0.1) for v in options} for b in best]
+
+
+def test_forced_choice_scores_every_item_from_the_value_probabilities():
+    backend = ChoiceBackend({("a", "Clarity"): "5", ("b", "Accuracy"): "1"})
+    result = judge_choice(backend, ITEMS, "longbench_write")
+    (reqs, options, desc), = backend.calls
+    assert len(reqs) == 3 * 6 and sorted(options) == ["1", "2", "3", "4", "5"] and "forced choice" in desc
+    assert reqs[0].prefill == '{"Relevance": ' and reqs[5].prefill == '{"Reading Experience": '
+    assert "Write A." in reqs[0].messages[0]["content"] and "Write C." in reqs[12].messages[0]["content"]
+    assert result.parse_rate == 1.0 and result.failed == []
+    assert result.scores["a"]["Clarity"] == 5 and result.scores["b"]["Accuracy"] == 1
+    assert set(result.scores["c"].values()) == {3}
+    assert result.rows[0]["probabilities"]["Clarity"]["5"] == pytest.approx(0.6)
+    assert lbw_quality(result.scores.values())["Relevance"] == 50.0
+
+
+def test_forced_choice_refuses_two_digit_rubrics_and_backends_without_logprobs():
+    with pytest.raises(ValueError, match="one-digit"):
+        judge_choice(ChoiceBackend({}), ITEMS, "longen")
+    with pytest.raises(ValueError, match="choice_logprobs"):
+        judge_choice(ScriptedBackend({}), ITEMS, "longbench_write")
+    with pytest.raises(ValueError, match="missing text"):
+        judge_choice(ChoiceBackend({}), [{"id": "x", "query": "q"}], "longbench_write")
+
+
+def test_forced_choice_on_a_real_model(tiny):
+    result = judge_choice(HFBackend(tiny, batch_size=4, show_progress=False), ITEMS[:2], "longbench_write")
+    assert result.parse_rate == 1.0
+    for row in result.rows:
+        for key, probs in row["probabilities"].items():
+            assert 0 < sum(probs.values()) <= 1.0001
+            assert row["scores"][key] == int(max(probs, key=probs.get))
