@@ -32,11 +32,12 @@ from pathlib import Path
 import torch
 
 import sltk
-from sltk import memory, models
+from sltk import memory, models, records
 from sltk.backends import ChatRequest, HFBackend
 
 HERE = Path(__file__).resolve().parent
 SEEDS = HERE.parent / "data" / "seed_en.jsonl"
+PROMPT_TEMPLATE = 64  # tokens of chat template around the user text in the stand-in prompts
 ARCH = {"Qwen/Qwen2.5-7B-Instruct": "qwen2", "meta-llama/Llama-3.1-8B-Instruct": "llama"}
 TINY = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
         "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 50000, "tie_word_embeddings": False}
@@ -124,9 +125,13 @@ def _sampled_share(logits, token: int, s) -> float:
     return float((p * (idx == token)).sum(-1).mean())
 
 
+def _seed_queries() -> list[str]:
+    return [r["query"] for r in records.read_jsonl(SEEDS)]
+
+
 def _seed_text(tok, tokens: int) -> str:
     """Seed instructions repeated until they make `tokens` tokens: a stand-in for a draft."""
-    queries = [json.loads(line)["query"] for line in SEEDS.read_text().splitlines() if line.strip()]
+    queries = _seed_queries()
     text, ids = "", []
     while len(ids) < tokens:
         text += " ".join(queries) + "\n\n"
@@ -193,7 +198,7 @@ def measure(model_dir: str, preset_name: str, t4_attention: bool, train_steps: i
                       "estimate_moment": max(estimate, key=lambda k: estimate[k]["total"])}
         print(name, rows[name], flush=True)
 
-    queries = [json.loads(line)["query"] for line in SEEDS.read_text().splitlines() if line.strip()]
+    queries = _seed_queries()
     stray = _stray_mass(loaded, queries[0], sampling.temperature)
     with attention:
         # drafts: one full batch of seed instructions, each written to the cap
@@ -238,8 +243,6 @@ def measure(model_dir: str, preset_name: str, t4_attention: bool, train_steps: i
             "after_load_gib": round(static_gib, 2), "rows": rows,
             "peak": models.peak_memory()}
 
-
-PROMPT_TEMPLATE = 64  # tokens of chat template around the user text in the stand-in prompts
 
 
 def table(result: dict) -> str:

@@ -342,11 +342,16 @@ class HFBackend:
         """For each request, the log-probability that the answer starts with each option.
 
         `options` maps a label to its spellings (e.g. {"yes": ["yes", "Yes"]}); a label's
-        probability is the sum over the first tokens of its spellings. One forward pass per
-        request, no sampling: a forced choice between the labels.
+        probability is the sum over the first tokens of its spellings, which must differ from the
+        other labels'. One forward pass per request, no sampling: a forced choice between the labels.
         """
         firsts = {label: sorted({self.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words})
                   for label, words in options.items()}
+        shared = [label for label, ids in firsts.items()
+                  if any(set(ids) & set(other) for o, other in firsts.items() if o != label)]
+        if shared:
+            raise ValueError(f"choice_logprobs: the options {shared} begin with the same token, so one forward "
+                             "pass cannot tell them apart; use spellings whose first tokens differ.")
         prompts = []
         for req in requests:
             validate(req)

@@ -104,7 +104,7 @@ def score_row(bench: str, name: str, items: list[dict], outputs: list[dict], qua
         row["quality"] = round(scoring.longen_quality(quality["scores"].values())["quality"], 2)
     if quality:
         row["judge_parse_rate"] = round(quality["parse_rate"], 3)
-        row["judge_mode"] = quality.get("mode", "sample")
+        row["judge_mode"] = quality["mode"]
     return row
 
 

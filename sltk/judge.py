@@ -300,11 +300,6 @@ def judge_choice(backend, items: list[dict], kind: str) -> JudgeResult:
         raise ValueError(f"{type(backend).__name__} has no choice_logprobs: forced-choice judging needs an "
                          "in-process backend (HFBackend); use the sampled judge with a served model.")
     values = [str(v) for v in range(rubric.low, rubric.high + 1)]
-    tokenizer = getattr(backend, "tokenizer", None)
-    if tokenizer is not None:
-        firsts = {tuple(tokenizer(v, add_special_tokens=False)["input_ids"][:1]) for v in values}
-        if len(firsts) < len(values):
-            raise ValueError("forced choice: this tokenizer does not give each score value a token of its own")
     prompts = _prompts(items, kind)
     requests = [ChatRequest([{"role": "user", "content": prompt}], prefill=f'{{"{key}": ', id=f"{i}|{key}")
                 for i, prompt in prompts.items() for key in rubric.keys]

@@ -141,8 +141,7 @@ def _salvage(candidate: str, failed: list[str], lang: str, filters) -> str:
     if not failed:
         return ""
     trimmed = text.clean_prefix(candidate, lang, ending="ending" in filters)
-    passes = trimmed.strip() and not [f for f in text.check_filters(trimmed, lang) if f in filters]
-    return trimmed if passes else ""
+    return "" if outcome(trimmed, lang, 0, "stop", filters)["failed"] else trimmed
 
 
 def _clean(body: str, lang: str, cfg: ExtendConfig, head: bool) -> str:
