@@ -352,11 +352,25 @@ class HFBackend:
         if shared:
             raise ValueError(f"choice_logprobs: the options {shared} begin with the same token, so one forward "
                              "pass cannot tell them apart; use spellings whose first tokens differ.")
+        return [{label: float(torch.logsumexp(logp[-1, ids], 0)) for label, ids in firsts.items()}
+                for logp in self.next_token_logprobs(requests, 1, desc)]
+
+    def next_token_logprobs(self, requests: list[ChatRequest], positions: int = 1,
+                            desc: str = "score") -> list[torch.Tensor]:
+        """For each request, the next-token log-probabilities at the last `positions` positions of
+        its prompt (the pre-fill included): a (positions, vocabulary) float tensor on the CPU.
+
+        Row -1 is the distribution after the whole prompt, row -2 the one before its last token, and
+        so on. One forward pass per request, no sampling.
+        """
         prompts = []
         for req in requests:
             validate(req)
             prompts.append(self.tokenizer(render_prompt(self.tokenizer, req), add_special_tokens=False)["input_ids"])
-        out: list[dict[str, float]] = []
+        short = [r.id or i for i, (r, p) in enumerate(zip(requests, prompts)) if len(p) < positions]
+        if short:
+            raise ValueError(f"next_token_logprobs: requests {short} have fewer than {positions} prompt tokens.")
+        out: list[torch.Tensor] = []
         pad = self.tokenizer.pad_token_id
         bar = self._progress(len(requests), desc)
         with torch.inference_mode():
@@ -364,17 +378,16 @@ class HFBackend:
                 chunk = prompts[start : start + self.batch_size]
                 roles = {r.role or BASE for r in requests[start : start + self.batch_size]}
                 if len(roles) > 1:
-                    raise ValueError("choice_logprobs: one role per call, got " + ", ".join(sorted(roles)))
+                    raise ValueError("one role per call of next_token_logprobs/choice_logprobs, got "
+                                     + ", ".join(sorted(roles)))
                 width = max(map(len, chunk))
                 ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=self.loaded.device)
                 mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=self.loaded.device)
                 with use_role(self.model, roles.pop()):
-                    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                        logits_to_keep=1).logits[:, -1].float()
-                logp = logits.log_softmax(-1)
-                for row in logp:
-                    out.append({label: float(torch.logsumexp(row[ids_], 0)) for label, ids_ in firsts.items()})
+                    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                                        logits_to_keep=positions).logits.float()
+                out.extend(logits.log_softmax(-1).cpu())
                 if bar is not None:
                     bar.update(len(chunk))
         if bar is not None:

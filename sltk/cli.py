@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge-max-new-tokens", type=int, default=1024)
     p.add_argument("--judge-mode", choices=["sample", "choice"], default="sample",
                    help="sample: the judge writes JSON scores; choice: each score is the most probable value "
-                        "(forced choice, for a weak local judge; LongBench-Write only)")
+                        "(forced choice, for a weak local judge)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_eval)
 

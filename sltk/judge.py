@@ -12,7 +12,9 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from .backends import ChatRequest, Sampling, derive_seed
+import torch
+
+from .backends import ChatRequest, Sampling, derive_seed, render_prompt
 from .scoring import LBW_DIMENSIONS, LONGEN_CRITERIA
 
 __all__ = [
@@ -288,29 +290,78 @@ def judge_choice(backend, items: list[dict], kind: str) -> JudgeResult:
     """Forced-choice scores, for a judge too weak to write the JSON: every item is scored.
 
     For each item and rubric key, the judge's reply is pre-filled with ``{"<key>": `` and the score
-    is the most probable next token among the rubric's values (one forward pass, no sampling; the
-    backend's ``choice_logprobs``). Rows carry each key's probabilities over the values, which sum
-    to at most 1. Needs single-token values, so a 1–5 rubric (LongBench-Write), not LonGen's 1–10.
+    is the most probable of the rubric's values as the next tokens (no sampling). With one token per
+    value that is one forward pass (the backend's ``choice_logprobs``). LonGen's "10" is two tokens
+    for tokenizers that split digits: the reply is pre-filled up to a "1" and one pass reads both the
+    first digit and what follows the "1" (``next_token_logprobs``): P(10) = P("1") P("0" | "1"), and
+    P(1) = P("1") P(no further digit | "1"). Rows carry each key's probabilities over the values,
+    which sum to at most 1.
     """
     rubric = _rubric(kind)
-    if rubric.high > 9:
-        raise ValueError(f"forced choice needs one-digit scores; the {kind} rubric goes to {rubric.high}. "
-                         "Use the sampled judge (judge()) for it.")
     if not hasattr(backend, "choice_logprobs"):
         raise ValueError(f"{type(backend).__name__} has no choice_logprobs: forced-choice judging needs an "
                          "in-process backend (HFBackend); use the sampled judge with a served model.")
     values = [str(v) for v in range(rubric.low, rubric.high + 1)]
     prompts = _prompts(items, kind)
-    requests = [ChatRequest([{"role": "user", "content": prompt}], prefill=f'{{"{key}": ', id=f"{i}|{key}")
-                for i, prompt in prompts.items() for key in rubric.keys]
-    logps = iter(backend.choice_logprobs(requests, {v: [v] for v in values}, desc=f"judge {kind} (forced choice)"))
+    keyed = [(i, key) for i in prompts for key in rubric.keys]
+    desc = f"judge {kind} (forced choice)"
+    if rubric.high <= 9 or _single_tokens(backend, values):
+        requests = [ChatRequest([{"role": "user", "content": prompts[i]}], prefill=f'{{"{key}": ', id=f"{i}|{key}")
+                    for i, key in keyed]
+        probs = [{v: math.exp(lp) for v, lp in scores.items()}
+                 for scores in backend.choice_logprobs(requests, {v: [v] for v in values}, desc=desc)]
+    else:
+        probs = _two_digit_probs(backend, prompts, keyed, values, desc)
+    it = iter(probs)
     rows = []
     for i in prompts:
-        probs = {key: {v: math.exp(lp) for v, lp in next(logps).items()} for key in rubric.keys}
-        scores = {key: int(max(p, key=p.get)) for key, p in probs.items()}
+        p_key = {key: next(it) for key in rubric.keys}
+        scores = {key: int(max(p, key=p.get)) for key, p in p_key.items()}
         rows.append({"id": i, "scores": scores, "tries": 1, "text": None, "error": None,
-                     "probabilities": {k: {v: float(f"{x:.4g}") for v, x in p.items()} for k, p in probs.items()}})
+                     "probabilities": {k: {v: float(f"{x:.4g}") for v, x in p.items()} for k, p in p_key.items()}})
     return JudgeResult(kind, rows)
+
+
+def _ids(backend, word: str) -> list[int]:
+    return backend.tokenizer(word, add_special_tokens=False)["input_ids"]
+
+
+def _single_tokens(backend, values: list[str]) -> bool:
+    """Whether each value is one token of its own (e.g. "10" in tokenizers with multi-digit tokens)."""
+    tokenizer = getattr(backend, "tokenizer", None)
+    if tokenizer is None:
+        return True  # nothing to check against; choice_logprobs refuses values that share a first token
+    ids = [_ids(backend, v) for v in values]
+    return all(len(i) == 1 for i in ids) and len({i[0] for i in ids}) == len(ids)
+
+
+def _two_digit_probs(backend, prompts: dict, keyed: list, values: list[str], desc: str) -> list[dict]:
+    """Value probabilities for a 1-10 rubric under a tokenizer that spells "10" as "1" then "0"."""
+    digits = [str(d) for d in range(10)]
+    ids = {d: _ids(backend, d) for d in digits}
+    if (not hasattr(backend, "next_token_logprobs") or any(len(i) != 1 for i in ids.values())
+            or _ids(backend, "10") != ids["1"] + ids["0"] or values != [str(v) for v in range(1, 11)]):
+        raise ValueError("forced choice of a 1-10 score needs a backend with next_token_logprobs and a tokenizer "
+                         'that spells the values as single digits and "10" as "1" then "0", or one token per value; '
+                         "use the sampled judge (judge()) otherwise.")
+    digit = torch.tensor([ids[d][0] for d in digits])
+    requests = [ChatRequest([{"role": "user", "content": prompts[i]}], prefill=f'{{"{key}": 1', id=f"{i}|{key}")
+                for i, key in keyed]
+    if requests:  # the pre-filled "1" must stay a token of its own after the prompt's last one
+        with_one = _ids(backend, render_prompt(backend.tokenizer, requests[0]))
+        without = _ids(backend, render_prompt(backend.tokenizer, ChatRequest(requests[0].messages,
+                                                                  prefill=requests[0].prefill[:-1])))
+        if with_one != without + ids["1"]:
+            raise ValueError('forced choice of a 1-10 score: this tokenizer merges the "1" with what precedes it '
+                             "after the pre-fill; use the sampled judge (judge()).")
+    out = []
+    for logp in backend.next_token_logprobs(requests, 2, desc=desc):
+        first, after_one = logp[-2, digit].exp(), logp[-1, digit].exp()
+        p = {d: float(first[int(d)]) for d in values[1:9]}  # "2".."9"
+        p["1"] = float(first[1] * (1 - after_one.sum()).clamp(min=0))
+        p["10"] = float(first[1] * after_one[0])
+        out.append({v: p[v] for v in values})
+    return out
 
 
 def _prompts(items: list[dict], kind: str) -> dict:

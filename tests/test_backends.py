@@ -254,6 +254,21 @@ def test_bfloat16_kv_cache_under_a_float32_model(tiny):
         HFBackend(tiny, kv_dtype="bfloat17")
 
 
+def test_next_token_logprobs_match_unpadded_forward_passes(tiny):
+    backend = HFBackend(tiny, batch_size=3, show_progress=False)
+    reqs = [ChatRequest([{"role": "user", "content": q}], prefill=p)
+            for q, p in (("Rate it.", '{"score": 1'), ("A much longer question, padded on the left?", "Yes"))]
+    got = backend.next_token_logprobs(reqs, 2)
+    assert [g.shape for g in got] == [(2, len(tiny.tokenizer))] * 2
+    for req, g in zip(reqs, got):
+        ids = tiny.tokenizer(render_prompt(tiny.tokenizer, req), add_special_tokens=False, return_tensors="pt")
+        with torch.no_grad():
+            logp = tiny.model(**ids).logits[0, -2:].float().log_softmax(-1)
+        assert torch.allclose(g, logp, atol=1e-4)
+    with pytest.raises(ValueError, match="fewer than 5000 prompt tokens"):
+        backend.next_token_logprobs(reqs[:1], 5000)
+
+
 def test_choice_logprobs_is_a_forced_choice_from_one_forward_pass(tiny):
     backend = HFBackend(tiny, batch_size=2, show_progress=False)
     reqs = [ChatRequest([{"role": "user", "content": q}]) for q in ("Is this long?", "Yes or no?", "Answer.")]

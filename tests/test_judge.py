@@ -4,8 +4,9 @@ import json
 import math
 
 import pytest
+import torch
 
-from sltk.backends import Completion, HFBackend
+from sltk.backends import ChatRequest, Completion, HFBackend, render_prompt
 from sltk.judge import JUDGE_SAMPLING, KINDS, ParseError, judge, judge_choice, judge_prompt, parse_scores
 from sltk.scoring import LBW_DIMENSIONS, LONGEN_CRITERIA, lbw_quality
 
@@ -214,13 +215,57 @@ def test_forced_choice_scores_every_item_from_the_value_probabilities():
     assert lbw_quality(result.scores.values())["Relevance"] == 50.0
 
 
-def test_forced_choice_refuses_two_digit_rubrics_and_backends_without_logprobs():
-    with pytest.raises(ValueError, match="one-digit"):
-        judge_choice(ChoiceBackend({}), ITEMS, "longen")
+def test_forced_choice_refuses_backends_without_logprobs_and_items_without_text():
     with pytest.raises(ValueError, match="choice_logprobs"):
         judge_choice(ScriptedBackend({}), ITEMS, "longbench_write")
     with pytest.raises(ValueError, match="missing text"):
         judge_choice(ChoiceBackend({}), [{"id": "x", "query": "q"}], "longbench_write")
+
+
+class DigitBackend(ChoiceBackend):
+    """A real digit-splitting tokenizer and scripted next-token distributions for LonGen's 1-10."""
+
+    def __init__(self, tokenizer, first: dict, after_one: dict):
+        super().__init__({})
+        self.tokenizer, self.first, self.after_one = tokenizer, first, after_one
+
+    def next_token_logprobs(self, requests, positions=1, desc=""):
+        self.calls.append((requests, positions, desc))
+        table = torch.full((2, len(self.tokenizer)), 1e-12)
+        for row, probs in enumerate((self.first, self.after_one)):
+            for digit, p in probs.items():
+                table[row, self.tokenizer(digit, add_special_tokens=False)["input_ids"][0]] = p
+        return [table.log() for _ in requests]
+
+
+def test_forced_choice_of_ten_reads_the_digit_after_a_prefilled_one(tokenizer):
+    # P(first digit) = 0.5 for "1", 0.3 for "7"; after "1": "0" with 0.8, so P(10) = 0.4, P(1) = 0.5 x 0.2
+    backend = DigitBackend(tokenizer, {"1": 0.5, "7": 0.3}, {"0": 0.8})
+    result = judge_choice(backend, ITEMS[:1], "longen")
+    (reqs, positions, desc), = backend.calls
+    assert positions == 2 and len(reqs) == 7 and reqs[0].prefill == '{"relevance": 1' and "forced choice" in desc
+    probs = result.rows[0]["probabilities"]["relevance"]
+    assert probs["10"] == pytest.approx(0.4) and probs["1"] == pytest.approx(0.1) and probs["7"] == pytest.approx(0.3)
+    assert set(result.scores["a"].values()) == {10} and result.parse_rate == 1.0
+    # after "1", "0" 0.1 and "2" 0.1 (an invalid 12): P(1) = 0.5 x 0.8 = 0.4 beats "7" and "10"
+    result = judge_choice(DigitBackend(tokenizer, {"1": 0.5, "7": 0.3}, {"0": 0.1, "2": 0.1}), ITEMS[:1], "longen")
+    probs = result.rows[0]["probabilities"]["coherence"]
+    assert probs["1"] == pytest.approx(0.4) and probs["10"] == pytest.approx(0.05)
+    assert set(result.scores["a"].values()) == {1}
+
+
+def test_forced_choice_of_ten_refuses_tokenizers_it_cannot_read():
+    class Tok:
+        """Spells "10" as one unknown token that is not "1" then "0"."""
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [100 + int(text)] if text.isdigit() and int(text) < 10 else [999, 998]}
+
+    backend = DigitBackend.__new__(DigitBackend)
+    ChoiceBackend.__init__(backend, {})
+    backend.tokenizer = Tok()
+    with pytest.raises(ValueError, match='"10" as "1" then "0"'):
+        judge_choice(backend, ITEMS[:1], "longen")
 
 
 def test_forced_choice_on_a_real_model(tiny):
@@ -230,3 +275,23 @@ def test_forced_choice_on_a_real_model(tiny):
         for key, probs in row["probabilities"].items():
             assert 0 < sum(probs.values()) <= 1.0001
             assert row["scores"][key] == int(max(probs, key=probs.get))
+
+
+def test_forced_choice_of_ten_on_a_real_model_matches_a_direct_forward_pass(tiny):
+    backend = HFBackend(tiny, batch_size=3, show_progress=False)
+    result = judge_choice(backend, ITEMS[:2], "longen")
+    assert result.parse_rate == 1.0
+    for row in result.rows:
+        assert set(row["scores"]) == set(LONGEN_CRITERIA)
+        for key, probs in row["probabilities"].items():
+            assert set(probs) == {str(v) for v in range(1, 11)} and 0 < sum(probs.values()) <= 1.0001
+            assert row["scores"][key] == int(max(probs, key=probs.get))
+    # P(10) = P("1" | pre-fill) x P("0" | pre-fill + "1"), from two plain forward passes
+    tok = tiny.tokenizer
+    message = {"role": "user", "content": judge_prompt("longen", "Write A.", "Answer A.")}
+    prompt = render_prompt(tok, ChatRequest([message], prefill='{"clarity": '))
+    one, zero = (tok(d, add_special_tokens=False)["input_ids"][0] for d in "10")
+    with torch.no_grad():
+        before = tiny.model(**tok(prompt, add_special_tokens=False, return_tensors="pt")).logits[0, -1].softmax(-1)
+        after = tiny.model(**tok(prompt + "1", add_special_tokens=False, return_tensors="pt")).logits[0, -1].softmax(-1)
+    assert result.rows[0]["probabilities"]["clarity"]["10"] == pytest.approx(float(before[one] * after[zero]), rel=1e-3)
