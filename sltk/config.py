@@ -40,6 +40,9 @@ class DraftConfig:
     per_query: int = 2
     max_tries: int = 20
     length_biased: bool = True  # length-biased sampling of the drafts before extension
+    # The drafts' (and the final harvest's) own token cap (None: sampling.max_new_tokens). A draft that
+    # reaches it fails the ending check, so this also bounds the length of the drafts that go on.
+    max_new_tokens: int | None = None
 
 
 @dataclass

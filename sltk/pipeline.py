@@ -199,9 +199,15 @@ class Pipeline:
                 self.roles_of(k - 1)
             role = self.role(k, "generator")
             return self._retrying(items, self.dir(k) / "drafts.jsonl", self.config.drafts.max_tries,
-                                  lambda chunk: lengthen.draft_round(self.backend, chunk, role, self.config.sampling,
+                                  lambda chunk: lengthen.draft_round(self.backend, chunk, role, self.draft_sampling,
                                                                      self.config.filters))
         self._timed(f"iter_{k}/drafts", run)
+
+    @property
+    def draft_sampling(self):
+        """The sampling of drafts and of the final harvest: the run's, with the drafts' own cap if set."""
+        cap = self.config.drafts.max_new_tokens
+        return self.config.sampling.with_(max_new_tokens=cap) if cap else self.config.sampling
 
     def _retrying(self, items: list[dict], path: Path, max_tries: int, attempt) -> dict:
         """Run `attempt` on chunks of items until each passes or runs out of tries.
@@ -346,8 +352,8 @@ class Pipeline:
             items = [{"id": f"{r['id']}-h{j}", "query_id": r["id"], "query": r["query"], "lang": r["lang"]}
                      for r in qs for j in range(c.final.harvest_per_query)]
             return self._retrying(items, out / "harvest.jsonl", c.drafts.max_tries,
-                                  lambda chunk: lengthen.draft_round(self.backend, chunk, "generator", c.sampling,
-                                                                     c.filters, desc="harvest"))
+                                  lambda chunk: lengthen.draft_round(self.backend, chunk, "generator",
+                                                                     self.draft_sampling, c.filters, desc="harvest"))
 
         def dataset():
             pool = []

@@ -47,3 +47,21 @@ def test_a_corrupt_line_in_the_middle_is_named(tmp_path):
         read_jsonl(path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_drafts_have_their_own_token_cap(tmp_path, tokenizer):
+    from conftest import tiny_model
+
+    config = preset("smoke", **{"drafts.max_new_tokens": 6, "drafts.per_query": 2, "filters": ["ending"]})
+    p = Pipeline(config, tmp_path / "r", loaded=tiny_model(tokenizer), progress=False)
+    assert p.draft_sampling.max_new_tokens == 6 and config.sampling.max_new_tokens == 96
+    (tmp_path / "r" / "iter_1").mkdir()
+    append_jsonl(tmp_path / "r" / "iter_1" / "queries.jsonl",
+                 [{"id": f"q{i}", "query": f"Write about topic {i}.", "lang": "en"} for i in range(3)])
+    p.drafts(1)
+    drafts = read_jsonl(tmp_path / "r" / "iter_1" / "drafts.jsonl")
+    assert len(drafts) == 6 and max(d["tokens"] for d in drafts) == 6
+    # a random model runs to the cap: those drafts fail the ending check and do not go on
+    capped = [d for d in drafts if d["finish"] == "length"]
+    assert capped and all(not d["ok"] for d in capped if not d["text"].rstrip().endswith((".", "!", "?")))
+    assert Pipeline(preset("smoke"), tmp_path / "s").draft_sampling == preset("smoke").sampling
