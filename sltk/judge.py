@@ -306,8 +306,7 @@ def judge_choice(backend, items: list[dict], kind: str) -> JudgeResult:
     keyed = [(i, key) for i in prompts for key in rubric.keys]
     desc = f"judge {kind} (forced choice)"
     if rubric.high <= 9 or _single_tokens(backend, values):
-        requests = [ChatRequest([{"role": "user", "content": prompts[i]}], prefill=f'{{"{key}": ', id=f"{i}|{key}")
-                    for i, key in keyed]
+        requests = _prefilled(prompts, keyed)
         probs = [{v: math.exp(lp) for v, lp in scores.items()}
                  for scores in backend.choice_logprobs(requests, {v: [v] for v in values}, desc=desc)]
     else:
@@ -320,6 +319,12 @@ def judge_choice(backend, items: list[dict], kind: str) -> JudgeResult:
         rows.append({"id": i, "scores": scores, "tries": 1, "text": None, "error": None,
                      "probabilities": {k: {v: float(f"{x:.4g}") for v, x in p.items()} for k, p in p_key.items()}})
     return JudgeResult(kind, rows)
+
+
+def _prefilled(prompts: dict, keyed: list, value: str = "") -> list[ChatRequest]:
+    """One request per (item, key): the judge prompt, with the reply pre-filled as `{"<key>": <value>`."""
+    return [ChatRequest([{"role": "user", "content": prompts[i]}], prefill=f'{{"{key}": {value}', id=f"{i}|{key}")
+            for i, key in keyed]
 
 
 def _ids(backend, word: str) -> list[int]:
@@ -345,8 +350,7 @@ def _two_digit_probs(backend, prompts: dict, keyed: list, values: list[str], des
                          'that spells the values as single digits and "10" as "1" then "0", or one token per value; '
                          "use the sampled judge (judge()) otherwise.")
     digit = torch.tensor([ids[d][0] for d in digits])
-    requests = [ChatRequest([{"role": "user", "content": prompts[i]}], prefill=f'{{"{key}": 1', id=f"{i}|{key}")
-                for i, key in keyed]
+    requests = _prefilled(prompts, keyed, "1")
     if requests:  # the pre-filled "1" must stay a token of its own after the prompt's last one
         with_one = _ids(backend, render_prompt(backend.tokenizer, requests[0]))
         without = _ids(backend, render_prompt(backend.tokenizer, ChatRequest(requests[0].messages,
