@@ -2,6 +2,7 @@
 
     python benchmarks/generation.py speed     # sequential vs batched tokens/s
     python benchmarks/generation.py runaway   # 24 drafts, 2,048-token cap: static batch vs sltk
+    python benchmarks/generation.py prefill   # 48 stage-2-sized prompts: one padded prefill vs groups
 
 Results are printed as a markdown table and saved as JSON under benchmarks/results/.
 """
@@ -18,7 +19,8 @@ from pathlib import Path
 import torch
 
 import sltk
-from sltk.backends import ChatRequest, HFBackend, Sampling
+from sltk.backends import PREFILL_TOKENS, ChatRequest, HFBackend, Sampling
+from sltk.prompts import extension_prompt
 
 HERE = Path(__file__).resolve().parent
 SEEDS = HERE.parent / "data" / "seed_en.jsonl"
@@ -61,8 +63,8 @@ def static_batch(loaded, requests, sampling: Sampling, seed: int) -> dict:
             "at_cap": sum(n >= sampling.max_new_tokens for n in lengths), "steps": gen.shape[1]}
 
 
-def sltk_batch(loaded, requests, sampling: Sampling, seed: int, batch_size: int) -> dict:
-    backend = HFBackend(loaded, batch_size=batch_size, show_progress=False)
+def sltk_batch(loaded, requests, sampling: Sampling, seed: int, batch_size: int, **backend_args) -> dict:
+    backend = HFBackend(loaded, batch_size=batch_size, show_progress=False, **backend_args)
     backend.generate(requests, sampling, seed=seed)
     s = backend.last_stats
     return {"seconds": s["seconds"], "tokens": s["tokens"], "tokens_per_second": s["tokens_per_second"],
@@ -95,9 +97,37 @@ def runaway(args) -> dict:
     return {"format": "bfloat16", "max_new_tokens": 2048, "rows": rows}
 
 
+def long_requests(n: int, shortest: int, longest: int, tokenizer) -> list[ChatRequest]:
+    """Extension prompts whose texts (seed instructions strung together) run from `shortest` to `longest` tokens."""
+    queries = [json.loads(line)["query"] for line in SEEDS.read_text().splitlines() if line.strip()]
+    pool = "\n\n".join(queries * 20).split(" ")
+    out = []
+    for i in range(n):
+        target = shortest + (longest - shortest) * i // max(n - 1, 1)
+        words = target * 3 // 4
+        while len(tokenizer(" ".join(pool[i: i + words]))["input_ids"]) < target:
+            words += 16
+        prompt = extension_prompt(queries[i % len(queries)], " ".join(pool[i: i + words]))
+        out.append(ChatRequest([{"role": "user", "content": prompt}], id=str(i)))
+    return out
+
+
+def prefill(args) -> dict:
+    """The prefill of a batch of long prompts of unequal length (stage 2 of the extension), in one process."""
+    loaded = sltk.load_base(quantization=None)
+    requests = long_requests(48, 800, 2000, loaded.tokenizer)
+    sampling = Sampling(max_new_tokens=args.tokens, stop=(), loop_tokens=0)
+    rows = {}
+    for budget in (10**9, PREFILL_TOKENS):
+        name = "one padded prefill of 48" if budget == 10**9 else f"groups of at most {budget} padded tokens"
+        rows[name] = sltk_batch(loaded, requests, sampling, 0, 48, kv_dtype="bfloat16", prefill_tokens=budget)
+    return {"format": "float32 weights, bfloat16 KV cache (cpu-demo)", "prompt_tokens": "800 to 2,000",
+            "max_new_tokens": args.tokens, "rows": rows}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["speed", "runaway"])
+    p.add_argument("mode", choices=["speed", "runaway", "prefill"])
     p.add_argument("--formats", nargs="+", default=["bfloat16", "float32", "nf4"],
                    help="weight formats to time: bfloat16, float32 (unquantised) and nf4 (4-bit, bf16 compute)")
     p.add_argument("--tokens", type=int, default=256)
@@ -105,7 +135,8 @@ def main() -> None:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[32])
     p.add_argument("--compare", action="store_true", help="also time transformers' generate() on the same batch")
     args = p.parse_args()
-    result = {"machine": machine(), "mode": args.mode, **(speed(args) if args.mode == "speed" else runaway(args))}
+    measure = {"speed": speed, "runaway": runaway, "prefill": prefill}[args.mode]
+    result = {"machine": machine(), "mode": args.mode, **measure(args)}
     out = HERE / "results" / f"{args.mode}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

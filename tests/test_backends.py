@@ -12,6 +12,7 @@ from sltk.backends import (
     PromptError,
     RepetitionGuard,
     Sampling,
+    _prefill_groups,
     render_prompt,
 )
 from sltk.models import add_roles, lora_config
@@ -56,6 +57,26 @@ def test_refilled_batches_match_one_at_a_time(tiny, batch_size):
     assert [c.tokens for c in sequential] == caps
     assert [c.text for c in batched] == [c.text for c in sequential]
     assert [c.tokens for c in batched] == [c.tokens for c in sequential]
+
+
+def test_prefill_in_groups_matches_one_padded_prefill(tiny):
+    """Prompts prefilled a few at a time (a small token budget) decode exactly as in one padded batch."""
+    caps = [30, 7, 19, 3, 24, 11, 16]
+    whole = HFBackend(tiny, batch_size=7, show_progress=False).generate(requests(caps=caps), GREEDY)
+    grouped = HFBackend(tiny, batch_size=7, show_progress=False, prefill_tokens=40)
+    assert len(_prefill_groups([len(p) for p in grouped.tokenizer([render_prompt(grouped.tokenizer, r)
+                                                                  for r in requests()])["input_ids"]], 40)) > 2
+    out = grouped.generate(requests(caps=caps), GREEDY)
+    assert [c.text for c in out] == [c.text for c in whole]
+
+
+def test_prefill_groups_keep_order_and_budget():
+    lengths = [2000, 1500, 900, 60, 60, 50, 40]
+    groups = _prefill_groups(lengths, 2048)
+    assert [i for g in groups for i in g] == list(range(len(lengths)))
+    assert groups[:2] == [[0], [1]]  # a prompt at or over half the budget goes alone
+    assert all(len(g) * max(lengths[i] for i in g) <= 2048 for g in groups if len(g) > 1)
+    assert _prefill_groups([60] * 40, 2048) == [list(range(34)), list(range(34, 40))]
 
 
 def test_sampled_output_does_not_depend_on_batch_mates(tiny):
