@@ -496,8 +496,9 @@ class HFBackend:
         """Prefill `rows` in groups of at most `prefill_tokens` padded tokens, then join their caches.
 
         One padded forward over many long prompts of unequal length is several times slower on a
-        CPU than the same prompts a few at a time (48 prompts of 800-2,000 tokens: 199 s against
-        66 s one by one), and its attention mask and scores grow with rows x width^2.
+        CPU than the same prompts a few at a time (`benchmarks/generation.py prefill`, 48 prompts
+        of 800-2,000 tokens: 235 s against 97 s), and its attention mask and scores grow with
+        rows x width^2.
         """
         parts = [self._prefill_group([rows[j] for j in group], prompts, device)
                  for group in _prefill_groups([len(prompts[r.index]) for r in rows], self.prefill_tokens)]

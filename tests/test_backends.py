@@ -74,7 +74,7 @@ def test_prefill_groups_keep_order_and_budget():
     lengths = [2000, 1500, 900, 60, 60, 50, 40]
     groups = _prefill_groups(lengths, 2048)
     assert [i for g in groups for i in g] == list(range(len(lengths)))
-    assert groups[:2] == [[0], [1]]  # a prompt at or over half the budget goes alone
+    assert groups[:2] == [[0], [1]]  # a prompt over half the budget goes alone
     assert all(len(g) * max(lengths[i] for i in g) <= 2048 for g in groups if len(g) > 1)
     assert _prefill_groups([60] * 40, 2048) == [list(range(34)), list(range(34, 40))]
 
