@@ -25,20 +25,21 @@ RESULTS = Path(__file__).resolve().parent / "results"
 class ShortDrafts(Pipeline):
     """The pipeline with the drafts handed to the Extender chosen by length instead of sampled."""
 
-    max_draft_words = 450
+    def __init__(self, *args, max_draft_words: int = 450, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_draft_words = max_draft_words
 
     def kept_drafts(self, k):
         drafts, _ = super().kept_drafts(k)
         return drafts, [d for d in drafts if d["words"] <= self.max_draft_words]
 
 
-def summary(pipe: Pipeline, ceiling: int) -> dict:
+def summary(pipe: Pipeline, ceiling: int, table) -> dict:
     ext = records.read_jsonl(pipe.dir(1) / "extended.jsonl")
     rounds = [m for r in ext for m in r["rounds"]]
     passing = [m for m in rounds if not m["failed"]]
     over = [m for m in rounds if m["candidate_words"] > ceiling]
     accepted = [r for r in ext if r["ok"]]
-    table = pipe.evaluate()
     return {
         "drafts_passing": sum(r["ok"] for r in records.read_jsonl(pipe.dir(1) / "drafts.jsonl")),
         "drafts_extended": len({r["draft_id"] for r in ext}),
@@ -63,15 +64,16 @@ def main() -> None:
     ap.add_argument("--ceiling", type=int, default=530, help="count the candidates longer than this")
     ap.add_argument("--folder", default="runs/ceiling")
     args = ap.parse_args()
-    ShortDrafts.max_draft_words = args.max_draft_words
     config = preset("cpu-demo", name="ceiling", iterations=1, **{"queries.per_iteration": args.queries})
-    pipe = ShortDrafts(config, args.folder)
+    pipe = ShortDrafts(config, args.folder, max_draft_words=args.max_draft_words)
     pipe.iteration(1)
-    result = {"queries": args.queries, "max_draft_words": args.max_draft_words, **summary(pipe, args.ceiling)}
+    table = pipe.evaluate()
+    result = {"queries": args.queries, "max_draft_words": args.max_draft_words,
+              **summary(pipe, args.ceiling, table)}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "extension_ceiling.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "held_out"}, indent=1))
-    print(markdown(pipe.evaluate()))
+    print(markdown(table))
 
 
 if __name__ == "__main__":

@@ -231,17 +231,21 @@ def _left_pad(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
 def _prefill_groups(lengths: list[int], budget: int) -> list[list[int]]:
     """Consecutive indices grouped so that each group's rows x longest prompt stays within `budget`."""
     groups: list[list[int]] = []
+    longest = 0
     for i, n in enumerate(lengths):
-        g = groups[-1] if groups else None
-        if g is not None and (len(g) + 1) * max(n, *(lengths[j] for j in g)) <= budget:
-            g.append(i)
+        if groups and (len(groups[-1]) + 1) * max(longest, n) <= budget:
+            groups[-1].append(i)
+            longest = max(longest, n)
         else:
             groups.append([i])
+            longest = n
     return groups
 
 
 def _merge_caches(caches: list, masks: list[torch.Tensor]):
     """Concatenate KV caches along the batch, left-padding the shorter ones in time; into the first."""
+    if len(caches) == 1:
+        return caches[0], masks[0]
     length = max(m.shape[1] for m in masks)
     for layers in zip(*(c.layers for c in caches)):
         keys = torch.cat([_left_pad(layer.keys, length, -2) for layer in layers], dim=0)
@@ -493,19 +497,16 @@ class HFBackend:
         return row.finish is not None
 
     def _prefill(self, rows: list[_Row], prompts, device):
-        """Prefill `rows` in groups of at most `prefill_tokens` padded tokens, then join their caches.
+        """Prefill `rows` in groups of at most `prefill_tokens` padded tokens: logits, caches, masks.
 
         One padded forward over many long prompts of unequal length is several times slower on a
         CPU than the same prompts a few at a time (`benchmarks/generation.py prefill`, 48 prompts
         of 800-2,000 tokens: 235 s against 97 s), and its attention mask and scores grow with
-        rows x width^2.
+        rows x width^2. The caller joins the groups' caches with those of the rows in flight.
         """
         parts = [self._prefill_group([rows[j] for j in group], prompts, device)
                  for group in _prefill_groups([len(prompts[r.index]) for r in rows], self.prefill_tokens)]
-        if len(parts) == 1:
-            return parts[0]
-        cache, mask = _merge_caches([p[1] for p in parts], [p[2] for p in parts])
-        return torch.cat([p[0] for p in parts]), cache, mask
+        return torch.cat([p[0] for p in parts]), [p[1] for p in parts], [p[2] for p in parts]
 
     def _prefill_group(self, rows: list[_Row], prompts, device):
         width = max(len(prompts[r.index]) for r in rows)
@@ -532,13 +533,14 @@ class HFBackend:
         return {"adapter_names": [r.adapter for r in rows]} if rows and rows[0].adapter else {}
 
     def _admit(self, rows: list[_Row], prompts, s: Sampling):
-        """Prefill new rows; return their cache, mask, seen-token table and first sampled tokens."""
+        """Prefill new rows; return their caches and masks (one per prefill group), seen-token table
+        and first sampled tokens."""
         device = self.loaded.device
-        logits, cache, mask = self._prefill(rows, prompts, device)
+        logits, caches, masks = self._prefill(rows, prompts, device)
         seen = torch.zeros((len(rows), logits.shape[-1]), dtype=torch.bool, device=device)
         for j, r in enumerate(rows):
             seen[j, torch.tensor(prompts[r.index], device=device)] = True
-        return cache, mask, seen, self._next_tokens(logits, seen, s, rows)
+        return caches, masks, seen, self._next_tokens(logits, seen, s, rows)
 
     def _generator(self, seed: int) -> torch.Generator:
         device = self.loaded.device if self.loaded.device != "mps" else "cpu"
@@ -561,11 +563,12 @@ class HFBackend:
                     guard = RepetitionGuard(s.loop_ngram, s.loop_tokens)
                     new_rows.append(_Row(i, len(prompts[i]), max_new, guard, self._generator(seeds[i]),
                                          adapters[i] if adapters else None, floor))
-                new_cache, new_mask, new_seen, tokens = self._admit(new_rows, prompts, s)
+                new_caches, new_masks, new_seen, tokens = self._admit(new_rows, prompts, s)
                 if cache is None:
-                    cache, mask, seen, last = new_cache, new_mask, new_seen, tokens
+                    cache, mask = _merge_caches(new_caches, new_masks)
+                    seen, last = new_seen, tokens
                 else:
-                    cache, mask = _merge_caches([cache, new_cache], [mask, new_mask])
+                    cache, mask = _merge_caches([cache, *new_caches], [mask, *new_masks])
                     seen, last = torch.cat([seen, new_seen]), torch.cat([last, tokens])
                 first = len(active)  # only the new rows got a token this round
                 active.extend(new_rows)
