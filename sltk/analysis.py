@@ -89,31 +89,6 @@ def _count(items) -> dict:
     return out
 
 
-def length_row(name: str, outputs: list[dict], cap: int) -> dict:
-    """One row of the growth table from generated outputs ({"text", "tokens", "finish"})."""
-    words = [text.count_words(o["text"]) for o in outputs]
-    n = max(len(outputs), 1)
-    d = describe(words)
-    return {
-        "model": name, "n": d["n"], "mean": d["mean"], "median": d["median"], "p90": d["p90"],
-        "cap_hit": round(sum(o["finish"] == "length" or o["tokens"] >= cap for o in outputs) / n, 3),
-        "repetition_fail": round(sum(o["finish"] == "repetition" or text.has_repeated_ngram(o["text"])
-                                     for o in outputs) / n, 3),
-        "ending_fail": round(sum(not text.ends_properly(o["text"]) for o in outputs) / n, 3),
-    }
-
-
-def growth_table(rows: list[dict]):
-    """The rows as a DataFrame, with each model's mean and median as a multiple of the first row's."""
-    import pandas as pd
-
-    table = pd.DataFrame(rows)
-    if len(table):
-        table["mean_x"] = (table["mean"] / max(table["mean"].iloc[0], 1e-9)).round(2)
-        table["median_x"] = (table["median"] / max(table["median"].iloc[0], 1e-9)).round(2)
-    return table
-
-
 def markdown(table) -> str:
     """A DataFrame as a GitHub markdown table."""
     cols = list(table.columns)

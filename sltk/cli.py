@@ -105,9 +105,9 @@ def _eval(args) -> int:
     return 0
 
 
-def _run(args) -> int:
+def _config(args):
+    """The run's configuration: --config, the run folder's own (resuming), or the preset with --set."""
     from .config import Config, preset
-    from .pipeline import Pipeline
 
     changes = {}
     for item in args.set or []:
@@ -117,15 +117,102 @@ def _run(args) -> int:
         changes[key.strip()] = _parse_value(raw)
     folder = Path(args.runs_dir) / args.name
     if args.config:
-        config = Config.load(args.config)
-    elif (folder / "config.yaml").exists() and not args.preset_given:
-        config = Config.load(folder / "config.yaml")
-    else:
-        config = preset(args.preset, name=args.name, **changes)
+        return Config.load(args.config), folder
+    if (folder / "config.yaml").exists() and not args.preset_given:
+        return Config.load(folder / "config.yaml"), folder
+    return preset(args.preset, name=args.name, **changes), folder
+
+
+def _run(args) -> int:
+    from .pipeline import Pipeline
+
+    config, folder = _config(args)
     start = time.perf_counter()
     pipeline = Pipeline(config, folder)
     _report(pipeline, start, pipeline.run())
     return 0
+
+
+def _agentwrite(args) -> int:
+    from . import records
+    from .analysis import markdown
+    from .pipeline import Pipeline
+
+    config, folder = _config(args)
+    if args.queries:
+        config = _with(config, {"agentwrite.queries": str(Path(args.queries).resolve())})
+    start = time.perf_counter()
+    pipeline = Pipeline(config, folder)
+    prompts = pipeline.agentwrite_prompts()  # checked before any model loads
+    if not prompts:
+        raise ValueError("AgentWrite has no prompts: check agentwrite.queries and languages.")
+    stats = pipeline.agentwrite()
+    print(f"AgentWrite: {stats['ok']}/{stats['prompts']} texts pass the filters (failed: {stats['failed']}); "
+          f"words {stats['words']}; sections rewritten {stats['sections_rewritten']}, cut {stats['sections_cut']}")
+    data = records.read_jsonl(folder / "agentwrite" / "dataset.jsonl")
+    if not data:
+        raise RuntimeError(f"No AgentWrite text passed the filters ({folder / 'agentwrite' / 'texts.jsonl'}).")
+    if args.no_train:
+        return 0
+    adapter = folder / "agentwrite" / "adapters" / "generator"
+    info = pipeline.train_generator(data, adapter, "agentwrite/train_generator", config.agentwrite.train_epochs)
+    print(f"Generator trained on {len(data)} AgentWrite texts: {info}")
+    table = pipeline.evaluate(extra={"agentwrite": adapter})
+    print(f"\nHeld-out prompts ({folder / 'eval' / 'growth.csv'}), ratios to the base with 95% bootstrap intervals:")
+    print(markdown(table))
+    print(f"finished in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def _train(args) -> int:
+    from . import records
+    from .pipeline import Pipeline
+    from .train import TrainDataError, encode_check
+
+    config, folder = _config(args)
+    data = records.read_jsonl(Path(args.data))
+    problems = encode_check(data)
+    if problems:
+        raise TrainDataError(f"{args.data}: " + "; ".join(problems[:5]) +
+                             " Each line needs {'messages': [{'role': 'user', ...}, {'role': 'assistant', ...}]}.")
+    if args.loss:
+        config = _with(config, {"train.loss": args.loss})
+    out = Path(args.out) if args.out else folder / "trained" / Path(args.data).stem / "generator"
+    pipeline = Pipeline(config, folder)
+    info = pipeline.train_generator(data, out, f"train/{Path(args.data).stem}", args.epochs)
+    print(f"Generator adapter: {out} ({info})")
+    if args.eval:
+        from .analysis import markdown
+
+        print(markdown(pipeline.evaluate(extra={Path(args.data).stem: out})))
+    return 0
+
+
+def _dpo(args) -> int:
+    import json
+
+    from . import records
+    from .pipeline import Pipeline
+
+    folder = Path(args.runs_dir) / args.name
+    if not (folder / "config.yaml").exists():
+        raise FileNotFoundError(f"No run at {folder} (no config.yaml): start one with `sltk agentwrite --name {args.name}`.")
+    adapter = Path(args.adapter) if args.adapter else folder / "agentwrite" / "adapters" / "generator"
+    if not (adapter / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{adapter} holds no adapter (adapter_config.json): train one first, or pass --adapter.")
+    lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else ()
+    prompts = records.read_jsonl(Path(args.prompts)) if args.prompts else None
+    pipeline = Pipeline(_config(args)[0], folder)
+    stats = pipeline.preference_pairs(adapter, args.k, lengths, args.judge, prompts)
+    print(json.dumps(stats, indent=2))
+    print(f"DPO pairs (TRL's conversational format): {folder / 'dpo' / 'pairs.jsonl'}")
+    return 0
+
+
+def _with(config, changes: dict):
+    from .config import merge
+
+    return merge(config, changes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,6 +247,43 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="a config.yaml to use instead of a preset")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change one setting, e.g. train.lr=3e-4")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("agentwrite", help="LongWriter's AgentWrite: data from the base model, a Generator trained "
+                                          "on it, and the held-out table against the base")
+    p.add_argument("--preset", default="cpu-demo", help="smoke, cpu-demo, colab-t4, a100 or paper")
+    p.add_argument("--name", default="demo", help="run name: the folder under --runs-dir (a Self-Lengthen run's "
+                                                 "name uses its iteration-1 queries)")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--config", help="a config.yaml to use instead of a preset")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change one setting, e.g. agentwrite.sections=6")
+    p.add_argument("--queries", help="a JSONL of {'id', 'query'} to write for (default: the run's or the seeds)")
+    p.add_argument("--no-train", action="store_true", help="make the data only")
+    p.set_defaults(func=_agentwrite)
+
+    p = sub.add_parser("train", help="train a Generator adapter on long-output records (LongWriter-6k 'messages')")
+    p.add_argument("--data", required=True, help="JSONL of {'messages': [user, assistant]} records")
+    p.add_argument("--preset", default="cpu-demo", help="smoke, cpu-demo, colab-t4, a100 or paper")
+    p.add_argument("--name", default="train", help="run name: the folder under --runs-dir")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--config", help="a config.yaml to use instead of a preset")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change one setting, e.g. train.lr=3e-4")
+    p.add_argument("--out", help="adapter folder (default: <run>/trained/<data name>/generator)")
+    p.add_argument("--epochs", type=int, help="epochs (default: train.epochs)")
+    p.add_argument("--loss", choices=["token", "sequence"], help="token mean over the batch (default) or per-sequence mean")
+    p.add_argument("--eval", action="store_true", help="then answer the held-out prompts against the base")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("dpo", help="preference pairs from a trained Generator, in TRL's DPO format")
+    p.add_argument("--name", default="demo", help="run name: the folder under --runs-dir")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--adapter", help="the Generator adapter folder (default: the run's AgentWrite Generator)")
+    p.add_argument("-k", type=int, default=4, help="answers sampled per prompt")
+    p.add_argument("--lengths", default="500,1000,1500",
+                   help="required lengths (words) given in turn to prompts that have none")
+    p.add_argument("--prompts", help="a JSONL of {'id', 'query'[, 'length']} (default: the run's AgentWrite prompts)")
+    p.add_argument("--judge", action="store_true", help="quality from the run's base model as a forced-choice judge "
+                                                        "(else the repetition and ending proxy)")
+    p.set_defaults(func=_dpo, preset="cpu-demo", config=None, set=None)
 
     p = sub.add_parser("eval", help="evaluate a run's base model and Generators on a benchmark file")
     p.add_argument("--run", default="demo", help="run name: the folder under --runs-dir")

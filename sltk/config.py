@@ -97,6 +97,7 @@ class TrainSettings:
     gradient_checkpointing: bool = True
     save_every: int | None = None  # steps between checkpoints (None: at the end of each epoch)
     line_keep_prob: float = 0.8  # random line removal in the Extender's input
+    loss: str = "token"  # "token": mean over all target tokens of a step (default); "sequence": mean of per-sequence means
 
 
 @dataclass
@@ -109,11 +110,47 @@ class FinalConfig:
 
 
 @dataclass
+class AgentWriteConfig:
+    """LongWriter's AgentWrite: plan the piece, then write it section by section (METHOD 2.1).
+
+    The defaults are LongWriter's: its plan format (one line per section, main point and word
+    count, each 200-1,000 words), up to 50 sections, every call seeing the whole text so far.
+    The other switches are for models that repeat themselves across sections.
+    """
+
+    queries: str | None = None  # a JSONL of {"id", "query"}; None: iteration 1's queries if the run has them, else the seeds
+    prompts: int = 0  # the first N prompts (0: all)
+    plan_style: str = "longwriter"  # "longwriter" (main point and word count a line) or "outline" (headings, "1." pre-fill)
+    sections: int = 6  # sections asked for by the "outline" plan
+    min_sections: int = 1  # a plan with fewer usable lines is planned again (up to plan_tries)
+    max_sections: int = 50  # LongWriter drops longer plans; sltk keeps their first max_sections lines
+    plan_tries: int = 3
+    plan_temperature: float = 1.0
+    plan_max_new_tokens: int = 4096
+    words_per_section: int = 300  # for a plan line that gives no word count
+    min_section_words: int = 200  # a plan's word counts are clamped to [min, max]
+    max_section_words: int = 1000
+    section_cap: float = 2.0  # a section's token cap, as a multiple of its word count in tokens
+    parallel: bool = False  # "+Parallel": every section from the plan alone, all at once
+    # Words of the text so far shown to each call (None: all of it, as upstream); the front is left out,
+    # with a marker. The model's context bounds it in any case.
+    context_words: int | None = None
+    # Write a section again (a new seed) while it repeats an n-gram of itself or of the text so far,
+    # up to this many more tries; then keep its paragraphs before the first repeat (0: upstream).
+    section_tries: int = 0
+    cut_repeats: bool = False
+    # The model's answer must not be shorter than this to be kept (LongWriter drops short outputs).
+    min_words: int = 0
+    train_epochs: int | None = None  # epochs of the Generator trained on this data (None: train.epochs)
+
+
+@dataclass
 class EvalConfig:
     """Held-out length check: base model vs each iteration's Generator."""
 
     prompts: int = 0  # 0 = all held-out prompts
     max_new_tokens: int = 2048
+    control: bool = True  # answer also with an untrained adapter (the base's weights): the table's control arm
 
 
 @dataclass
@@ -143,6 +180,7 @@ class Config:
     train: TrainSettings = field(default_factory=TrainSettings)
     final: FinalConfig = field(default_factory=FinalConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    agentwrite: AgentWriteConfig = field(default_factory=AgentWriteConfig)
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
@@ -220,6 +258,10 @@ PRESETS: dict[str, dict] = {
         "train": {"epochs": 2, "lr": 5e-4, "max_seq_len": 512, "save_every": 1},
         "final": {"harvest_per_query": 1, "min_words": 1, "max_words": 100000},
         "eval": {"prompts": 2, "max_new_tokens": 64},
+        "agentwrite": {"prompts": 3, "plan_style": "outline", "sections": 3, "min_sections": 2, "max_sections": 3,
+                       "plan_tries": 2, "plan_max_new_tokens": 48, "words_per_section": 40, "min_section_words": 20,
+                       "max_section_words": 60, "context_words": 60, "section_tries": 1, "cut_repeats": True,
+                       "train_epochs": 1},
     },
     # The README's main command: minutes on a 2-core CPU with the embedded model.
     "cpu-demo": {
@@ -242,6 +284,13 @@ PRESETS: dict[str, dict] = {
                   "gradient_checkpointing": False},
         "final": {"harvest_per_query": 1, "min_words": 300, "max_words": 3000},
         "eval": {"prompts": 24, "max_new_tokens": 2048},
+        # The 135M model ignores LongWriter's plan format but writes a numbered outline when pre-filled
+        # with "1.", and writes a few hundred words without looping: five short sections, each shown
+        # the end of the text so far, written again once when it repeats it, then cut before a repeat.
+        "agentwrite": {"prompts": 48, "plan_style": "outline", "sections": 5, "min_sections": 3, "max_sections": 5,
+                       "plan_max_new_tokens": 160, "words_per_section": 220, "min_section_words": 150,
+                       "max_section_words": 300, "section_cap": 1.4, "context_words": 250, "section_tries": 1,
+                       "cut_repeats": True, "min_words": 600, "train_epochs": 3},
     },
     # A 7-8B model in 4-bit on a 16 GB T4 (fp16 compute; torch sees 14.75 GiB), sized by sltk.memory
     # (`python -m sltk.memory colab-t4`). Peak GiB, Qwen2.5-7B-Instruct / Llama-3.1-8B-Instruct:

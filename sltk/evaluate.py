@@ -56,9 +56,8 @@ def model_names(iterations: int, wanted=()) -> list[str]:
 
 def generate(pipeline, names: list[str], items: list[dict], s: EvalSettings, folder: Path) -> dict[str, list[dict]]:
     """Each model's answers to the items, in `<folder>/<model>.jsonl` (one shared batch; finished ids reused)."""
-    answers = pipeline.answer(items, {records.model_iteration(n): folder / f"{n}.jsonl" for n in names},
-                              EVAL_SAMPLING.with_(max_new_tokens=s.max_new_tokens), s.seed, "bench", folder.name)
-    return {n: answers[records.model_iteration(n)] for n in names}
+    return pipeline.answer(items, {n: folder / f"{n}.jsonl" for n in names},
+                           EVAL_SAMPLING.with_(max_new_tokens=s.max_new_tokens), s.seed, "bench", folder.name)
 
 
 def judged(pipeline, name: str, items: list[dict], outputs: list[dict], kind: str, out: Path,

@@ -14,7 +14,6 @@ manifest says so.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import time
@@ -325,7 +324,7 @@ class Pipeline:
             cfg = TrainConfig(epochs=epochs, lr=t.lr, warmup_ratio=t.warmup_ratio, batch_size=t.batch_size,
                               grad_accum=t.grad_accum, max_seq_len=t.max_seq_len,
                               gradient_checkpointing=t.gradient_checkpointing, save_every=t.save_every,
-                              seed=self.config.seed + k)
+                              seed=self.config.seed + k, loss=t.loss)
             result = train_role(self.loaded, role, data, self.dir(k) / "adapters" / role, cfg,
                                 resume=True, progress=self.progress)
             return {"records": len(data), "final_loss": result.get("final_loss")}
@@ -372,75 +371,158 @@ class Pipeline:
         return out / "dataset.jsonl"
 
 
-    # -- held-out lengths ----------------------------------------------------------------------
-    @contextlib.contextmanager
-    def generators(self, ks: list[int]):
-        """The Generators of iterations `ks` loaded side by side (adapters `generator_iter_<k>`).
+    # -- AgentWrite ----------------------------------------------------------------------------
+    def agentwrite_prompts(self) -> list[dict]:
+        """AgentWrite's prompts: `agentwrite.queries` if set, else iteration 1's queries when the run has
+        them (the same queries as Self-Lengthen), else the seed files; the first `agentwrite.prompts`."""
+        aw, c = self.config.agentwrite, self.config
+        if aw.queries:
+            files = [Path(aw.queries)]
+        elif (self.dir(1) / "queries.jsonl").exists() and self.done("iter_1/queries"):
+            files = [self.dir(1) / "queries.jsonl"]
+        else:
+            files = [Path(f) for f in c.seeds]
+        rows = [r for f in files for r in records.read_jsonl(f)]
+        for r in rows:
+            if not str(r.get("query") or "").strip() or "id" not in r:
+                raise ValueError(f"AgentWrite prompts {files}: every record needs an 'id' and a non-empty 'query'.")
+        rows = [{"id": r["id"], "query": r["query"], "lang": r.get("lang", "en")} for r in rows
+                if r.get("lang", "en") in c.languages]
+        return rows[: aw.prompts] if aw.prompts else rows
 
-        Yields {k: role name}; requests of all of them (and of the base, role None) can then share
-        one batch. The adapters are removed afterwards.
-        """
-        names = {k: records.model_name(k) for k in ks}
-        if names:
-            self.roles_of(max(ks))  # a PEFT model to load into
-        net = self.loaded.model
-        try:
-            for k, name in names.items():
-                net.load_adapter(str(self.dir(k) / "adapters" / "generator"), adapter_name=name)
-            yield names
-        finally:
-            for name in names.values():
-                if name in getattr(net, "peft_config", {}):
-                    net.delete_adapter(name)
+    def agentwrite(self) -> dict:
+        """AgentWrite data from the base model into `<run>/agentwrite/`; its statistics."""
+        from .agentwrite import AgentWrite
 
-    def answer(self, items: list[dict], files: dict[int, Path], sampling, seed: int, tag: str, desc: str) -> dict:
-        """Answers of the base model (k = 0) and iteration k's Generators to `items` ({"id", "query"}).
-
-        All models answer in one shared batch, appended chunk by chunk to `files[k]`; ids already
-        there are skipped. The same seed per item for every model: differences come from the model
-        alone. Returns {k: answers in the order of `items`}.
-        """
-        from .backends import ChatRequest
-
-        done = {k: {r["id"]: r for r in records.read_jsonl(p, repair_tail=True)} if p.exists() else {}
-                for k, p in files.items()}
-        jobs = [(k, i) for k in files for i in items if i["id"] not in done[k]]
-        with self.generators(sorted({k for k, _ in jobs if k})) as roles:
-            for chunk in _chunks(jobs, self.config.chunk):
-                reqs = [ChatRequest([{"role": "user", "content": i["query"]}], role=roles.get(k), id=i["id"],
-                                    seed=derive_seed(seed, tag, i["id"]))
-                        for k, i in chunk]
-                outs = self.backend.generate(reqs, sampling, desc=desc)
-                for k in dict.fromkeys(k for k, _ in chunk):
-                    new = [{"id": o.id, "text": o.text, "tokens": o.tokens, "finish": o.finish_reason,
-                            "words": text.count_words(o.text)} for (j, _), o in zip(chunk, outs) if j == k]
-                    records.append_jsonl(files[k], new)
-                    done[k].update({r["id"]: r for r in new})
-        return {k: [done[k][i["id"]] for i in items] for k in files}
-
-    def evaluate(self):
-        """Answer the held-out prompts with the base model and each iteration's Generator; the growth table.
-
-        All models answer in one shared batch; each model's answers go to its own file and resume by id.
-        """
-        from .analysis import growth_table, length_row, markdown
-
+        folder = self.folder / "agentwrite"
         c = self.config
-        prompts = [r for f in c.held_out for r in records.read_jsonl(f)]
-        prompts = prompts[: c.eval.prompts] if c.eval.prompts else prompts
-        sampling = c.sampling.with_(max_new_tokens=c.eval.max_new_tokens)
-        names = {k: records.model_name(k) for k in range(0, c.iterations + 1)}
-        paths = {k: self.folder / "eval" / f"{name}.jsonl" for k, name in names.items()}
 
         def run():
-            self.answer(prompts, paths, sampling, c.seed, "eval", "eval")
+            self.roles_of(0)
+            writer = AgentWrite(self.backend, folder, c.agentwrite, c.sampling, seed=c.seed, chunk=c.chunk,
+                                filters=c.filters, progress=self.progress)
+            stats = writer.run(self.agentwrite_prompts())
+            return {"records": stats["ok"], "prompts": stats["prompts"]}
+
+        self._timed("agentwrite/data", run)
+        return json.loads((folder / "stats.json").read_text())
+
+    def train_generator(self, data: list[dict], out: Path, key: str, epochs: int | None = None) -> dict:
+        """A fresh Generator adapter trained on `data` (messages records), saved at `out`."""
+        from .train import TrainConfig, train_role
+
+        def run():
+            self._adapters_of = None
+            self.roles_of(0)
+            t = self.config.train
+            cfg = TrainConfig(epochs=epochs or t.epochs, lr=t.lr, warmup_ratio=t.warmup_ratio,
+                              batch_size=t.batch_size, grad_accum=t.grad_accum, max_seq_len=t.max_seq_len,
+                              gradient_checkpointing=t.gradient_checkpointing, save_every=t.save_every,
+                              seed=self.config.seed, loss=t.loss)
+            result = train_role(self.loaded, "generator", data, out, cfg, resume=True, progress=self.progress)
+            self._adapters_of = None  # the trained weights are not iteration 0's roles
+            return {"records": len(data), "final_loss": result.get("final_loss"), "steps": result.get("steps"),
+                    "tokens_per_second": round(result["tokens"] / max(result["seconds"], 1e-9), 1)}
+
+        return self._timed(key, run) or self.manifest["steps"][key]
+
+    # -- preference pairs --------------------------------------------------------------------
+    def preference_pairs(self, adapter: str | Path, k: int = 4, lengths: tuple[int, ...] = (),
+                         judge: bool = False, prompts: list[dict] | None = None) -> dict:
+        """DPO pairs from a trained Generator's k answers per prompt, into `<run>/dpo/` (resumable).
+
+        Prompts: AgentWrite's unless given; each needs a required length (its own `length`, else one of
+        `lengths`). Quality: the run's base model as a forced-choice judge with `judge`, else the proxy.
+        """
+        from . import heldout, judge as judging, preference, scoring
+
+        c, folder = self.config, self.folder / "dpo"
+        items = preference.with_length(prompts if prompts is not None else self.agentwrite_prompts(), list(lengths))
+        sampling = c.sampling.with_(max_new_tokens=c.eval.max_new_tokens)
+        self.roles_of(0)
+        with heldout.adapters_loaded(self.loaded, {"dpo_policy": Path(adapter)}) as roles:
+            samples = preference.sample(self.backend, items, roles["dpo_policy"], k, sampling, c.seed,
+                                        folder / "samples.jsonl", c.chunk)
+        quality = None
+        if judge:
+            path = folder / "judge_choice.jsonl"
+            if not path.exists():
+                flat = [{"id": s["id"], "query": it["query"], "text": s["text"]} for it in items
+                        for s in samples[it["id"]]]
+                records.write_jsonl(path, judging.judge_choice(self.backend, flat, "longbench_write").rows)
+            quality = {r["id"]: scoring.lbw_quality([r["scores"]])["S_q"] for r in records.read_jsonl(path)}
+        pairs, stats = preference.pairs(items, samples, _rng(c.seed, "dpo"), quality)
+        records.write_jsonl(folder / "pairs.jsonl", pairs)
+        records.write_json(folder / "stats.json", {**stats, "k": k, "adapter": str(adapter)})
+        return stats
+
+    # -- held-out lengths ----------------------------------------------------------------------
+    def model_adapters(self, names: list[str], extra: dict[str, str | Path] | None = None) -> dict:
+        """Adapter folder of each model name: None for the base, an untrained one for the control arm,
+        iteration k's Generator for generator_iter_<k>, or a folder given in `extra`."""
+        from .heldout import BASE, CONTROL, UNTRAINED
+
+        extra = extra or {}
+        out = {}
+        for name in names:
+            if name in extra:
+                out[name] = Path(extra[name])
+            elif name == BASE:
+                out[name] = None
+            elif name == CONTROL:
+                out[name] = UNTRAINED
+            else:
+                out[name] = self.dir(records.model_iteration(name)) / "adapters" / "generator"
+        return out
+
+    def answer(self, items: list[dict], files: dict[str, Path], sampling, seed: int, tag: str, desc: str,
+               extra: dict[str, str | Path] | None = None) -> dict[str, list[dict]]:
+        """Answers of the named models (see `model_adapters`) to `items`, one shared batch, resumable by id."""
+        from . import heldout
+
+        adapters = self.model_adapters(list(files), extra)
+        pending = any(not p.exists() or len(records.read_jsonl(p, repair_tail=True)) < len(items)
+                      for p in files.values())
+        if not pending:
+            return heldout.answer(self.backend, {m: None for m in files}, items, files, sampling, seed, tag, desc)
+        ks = [records.model_iteration(n) for n, f in adapters.items()
+              if isinstance(f, Path) and n not in (extra or {})]
+        self.roles_of(max(ks, default=0))  # a PEFT model to load the adapters into
+        with heldout.adapters_loaded(self.loaded, adapters) as roles:
+            return heldout.answer(self.backend, roles, items, files, sampling, seed, tag, desc, self.config.chunk)
+
+    def heldout_prompts(self) -> list[dict]:
+        c = self.config
+        prompts = [r for f in c.held_out for r in records.read_jsonl(f)]
+        return prompts[: c.eval.prompts] if c.eval.prompts else prompts
+
+    def evaluate(self, extra: dict[str, str | Path] | None = None, folder: str | Path | None = None):
+        """The held-out growth table: the base, the control arm, each iteration's Generator (and `extra`
+        adapters by name), answering the held-out prompts in one shared batch; resumable by id."""
+        from . import heldout
+        from .analysis import markdown
+
+        c = self.config
+        prompts = self.heldout_prompts()
+        sampling = c.sampling.with_(max_new_tokens=c.eval.max_new_tokens)
+        names = [heldout.BASE] + ([heldout.CONTROL] if c.eval.control else [])
+        names += [records.model_name(k) for k in range(1, c.iterations + 1)
+                  if (self.dir(k) / "adapters" / "generator").exists()] + list(extra or {})
+        out = Path(folder) if folder else self.folder / "eval"
+        paths = {name: out / f"{name}.jsonl" for name in names}
+        key = "eval/answers" if folder is None else f"{out.relative_to(self.folder)}/answers"
+
+        def run():
+            self.answer(prompts, paths, sampling, c.seed, "eval", "eval", extra)
             return {"records": len(prompts) * len(paths), "models": len(paths)}
 
-        self._timed("eval/answers", run)
-        table = growth_table([length_row(names[k], records.read_jsonl(paths[k]), sampling.max_new_tokens)
-                              for k in paths])
-        table.to_csv(self.folder / "eval" / "growth.csv", index=False)
-        (self.folder / "eval" / "growth.md").write_text(markdown(table))
+        if self.done(key) and any(not p.exists() for p in paths.values()):
+            del self.manifest["steps"][key]  # a model was added since: answer for it
+        self._timed(key, run)
+        answers = {name: records.read_jsonl(p) for name, p in paths.items()}
+        table = heldout.table(answers, sampling.max_new_tokens, seed=c.seed)
+        table.to_csv(out / "growth.csv", index=False)
+        (out / "growth.md").write_text(markdown(table))
         return table
 
 

@@ -43,7 +43,7 @@ def lengths(folder: str | Path) -> pd.DataFrame:
                                  "tokens": r.get("tokens")})
     for path in sorted((folder / "eval").glob("*.jsonl")) if (folder / "eval").exists() else []:
         name = path.stem
-        k = records.model_iteration(name)
+        k = records.model_iteration(name) if name.startswith("generator_iter_") else 0  # base, control, others
         for r in records.read_jsonl(path):
             rows.append({"iteration": k, "stage": "held-out", "model": name, "words": r["words"],
                          "tokens": r["tokens"]})

@@ -5,6 +5,7 @@
   stopped at :data:`SELF_INSTRUCT_STOP` and cleaned with :func:`parse_instruction`.
 - Suitability judge (does an instruction call for a long text?): :func:`judge_messages`, read with
   :func:`parse_yes_no`.
+- AgentWrite (plan, then write section by section): :func:`plan_messages`, :func:`section_messages`.
 
 The Generator has no template: its user message is the raw query.
 """
@@ -15,12 +16,16 @@ import re
 
 __all__ = [
     "LANGS",
+    "OMITTED",
+    "OUTLINE_PREFILL",
     "SELF_INSTRUCT_STOP",
     "check_lang",
     "extension_prompt",
     "judge_messages",
     "parse_instruction",
     "parse_yes_no",
+    "plan_messages",
+    "section_messages",
     "self_instruct_messages",
 ]
 
@@ -184,3 +189,103 @@ def parse_yes_no(answer: str, lang: str = "en") -> bool | None:
     if text.startswith(_YES_ZH):
         return True
     return None
+
+
+# --------------------------------------------------------------------------- AgentWrite
+
+# LongWriter's planning request (METHOD 2.1): one line per section, its main point and word count.
+_PLAN = {
+    "en": (
+        "Break the long writing task below into a plan of sections, one section per paragraph. "
+        "Each line of the plan describes one section: its main point, specific and clear, and how "
+        "many words it should have (between 200 and 1,000). Together the sections must cover the "
+        "whole task; do not split it too finely. Write each line exactly in this form and output "
+        "nothing else:\n"
+        "Paragraph 1 - Main Point: [the main point of the section] - Word Count: [N] words\n"
+        "\n"
+        "Writing task:\n"
+        "{query}"
+    ),
+    "zh": (
+        "请把下面的长文写作任务拆分成若干部分的写作计划，每部分对应一段。计划的每一行描述一个部分：它的要点（具体明确）"
+        "和字数要求（200到1000字之间）。所有部分合起来要覆盖整个任务，不要拆得过细。每行严格按下面的格式书写，"
+        "不要输出其他内容：\n"
+        "Paragraph 1 - Main Point: [该部分的要点] - Word Count: [N] words\n"
+        "\n"
+        "写作任务：\n"
+        "{query}"
+    ),
+}
+
+# For a model too small to follow that format: a numbered outline of headings, pre-filled with "1.".
+_OUTLINE = {
+    "en": (
+        "Write an outline for the long text that the task below asks for: a numbered list of "
+        "{sections} section headings in a sensible order, one short heading per line. Output only "
+        "the list.\n"
+        "\n"
+        "Task: {query}"
+    ),
+    "zh": (
+        "请为下面任务要求的长文写一份提纲：按合理顺序列出{sections}个章节标题，编号，每行一个简短标题。只输出这个列表。\n"
+        "\n"
+        "任务：{query}"
+    ),
+}
+OUTLINE_PREFILL = "1."
+
+_SECTION_HEAD = {
+    "en": (
+        "You are writing a long text for the instruction below, one section at a time, following "
+        "the plan.\n\nInstruction: {query}\n\nPlan:\n{plan}\n\n"
+    ),
+    "zh": "你正在按照计划为下面的指令逐部分撰写一篇长文。\n\n指令：{query}\n\n计划：\n{plan}\n\n",
+}
+_SECTION_SO_FAR = {"en": "Text written so far:\n{so_far}\n\n", "zh": "已写的内容：\n{so_far}\n\n"}
+_SECTION_TASK = {
+    "en": (
+        "Now write section {k} of {n} only: {point} Write about {words} words. You may begin with a "
+        "short subtitle. {repeat}{closing} Reply with the text of this section only."
+    ),
+    "zh": "现在只写第{k}部分（共{n}部分）：{point} 字数约{words}字。可以用一个简短的小标题开头。{repeat}{closing}只输出这一部分的正文。",
+}
+_SECTION_NO_REPEAT = {"en": "Do not repeat anything the text so far already says. ",
+                      "zh": "不要重复已写内容中的任何话。"}
+_SECTION_NOTHING = {"en": "(nothing yet: this is the first section)", "zh": "（还没有：这是第一部分）"}
+_SECTION_GOES_ON = {
+    "en": "Do not conclude or sum up: the text goes on after this section.",
+    "zh": "不要总结或收尾，因为这一部分之后文章还要继续。",
+}
+_SECTION_LAST = {"en": "This is the last section: bring the text to its end.", "zh": "这是最后一部分，请为全文收尾。"}
+OMITTED = {"en": "[... the start of the text is left out ...]", "zh": "[……前文从略……]"}
+
+
+def plan_messages(query: str, lang: str = "en", style: str = "longwriter", sections: int = 6) -> tuple[list[dict], str]:
+    """Chat messages and assistant pre-fill that ask for a plan of `query`.
+
+    ``style`` "longwriter": LongWriter's one line per section with main point and word count (no
+    pre-fill). "outline": a numbered list of ``sections`` headings, pre-filled with ``1.``, for
+    models that ignore the longer format.
+    """
+    check_lang(lang)
+    if style == "longwriter":
+        return [{"role": "user", "content": _PLAN[lang].format(query=query)}], ""
+    if style == "outline":
+        return [{"role": "user", "content": _OUTLINE[lang].format(query=query, sections=sections)}], OUTLINE_PREFILL
+    raise ValueError(f"unknown plan style {style!r}; use 'longwriter' or 'outline'")
+
+
+def section_messages(query: str, plan: str, k: int, n: int, point: str, words: int, so_far: str | None,
+                     lang: str = "en") -> list[dict]:
+    """Chat messages asking for section ``k`` of ``n`` (1-based) of the plan, given the text so far.
+
+    ``so_far`` None leaves the text so far out (AgentWrite's "+Parallel" variant).
+    """
+    check_lang(lang)
+    content = _SECTION_HEAD[lang].format(query=query, plan=plan)
+    if so_far is not None:
+        content += _SECTION_SO_FAR[lang].format(so_far=so_far.strip() or _SECTION_NOTHING[lang])
+    closing = _SECTION_LAST[lang] if k == n else _SECTION_GOES_ON[lang]
+    content += _SECTION_TASK[lang].format(k=k, n=n, point=point, words=words, closing=closing,
+                                          repeat=_SECTION_NO_REPEAT[lang] if so_far else "")
+    return [{"role": "user", "content": content}]

@@ -41,8 +41,9 @@ SKIP_REASONS = ("prompt_too_long", "no_target")
 # values is not reused.
 _RESULT_FIELDS = (
     "epochs", "lr", "scheduler", "warmup_ratio", "batch_size", "batch_tokens", "grad_accum",
-    "max_seq_len", "weight_decay", "max_grad_norm", "seed",
+    "max_seq_len", "weight_decay", "max_grad_norm", "seed", "loss",
 )
+LOSSES = ("token", "sequence")
 
 
 class TrainError(ValueError):
@@ -84,6 +85,13 @@ class TrainConfig:
     seed: int = 0
     save_every: int | None = None
     log_every: int = 10
+    # "token": the mean over every target token of the step (LongWriter, METHOD 2.3); "sequence": the mean
+    # of each sequence's own token mean, which gives a long answer's tokens less weight each.
+    loss: str = "token"
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise TrainError(f"train loss {self.loss!r}: use one of {', '.join(LOSSES)}.")
 
 
 @dataclass
@@ -115,6 +123,21 @@ def _check_messages(record) -> list[dict]:
             f"The last message of a record must be the assistant's (the target); got '{messages[-1].get('role')}'."
         )
     return messages
+
+
+def encode_check(records) -> list[str]:
+    """What is wrong with chat records before any model loads: one line per bad record (record number)."""
+    problems = []
+    for number, record in enumerate(records, 1):
+        try:
+            messages = _check_messages(record)
+            bad = [m for m in messages if not isinstance(m, dict) or not isinstance(m.get("content"), str)
+                   or m.get("role") not in ("system", "user", "assistant")]
+            if bad:
+                raise TrainDataError(f"a message needs a role (system, user or assistant) and text content: {bad[0]!r}")
+        except TrainDataError as exc:
+            problems.append(f"record {number}: {exc}")
+    return problems
 
 
 def encode_record(tokenizer, record: dict, max_seq_len: int) -> Example:
@@ -222,6 +245,21 @@ def token_mean_loss(logits: torch.Tensor, labels: torch.Tensor, num_targets: int
     return total / max(count, 1)
 
 
+def sequence_mean_loss(logits: torch.Tensor, labels: torch.Tensor, num_sequences: int | None = None) -> torch.Tensor:
+    """Each sequence's token-mean cross-entropy, summed and divided by the number of sequences.
+
+    Pass `num_sequences` to divide by the sequences of a whole accumulated step instead of this batch's.
+    """
+    logits = logits[:, :-1].float()
+    labels = labels[:, 1:].to(logits.device)
+    per_token = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE, reduction="none"
+    ).view(labels.shape)
+    counts = (labels != IGNORE).sum(dim=1).clamp(min=1)
+    per_sequence = per_token.sum(dim=1) / counts
+    return per_sequence.sum() / max(num_sequences or labels.size(0), 1)
+
+
 def _supports_logits_to_keep(model) -> bool:
     import inspect
 
@@ -229,7 +267,8 @@ def _supports_logits_to_keep(model) -> bool:
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
-def _batch_loss(model, batch: dict, num_targets: int | None, trim: bool) -> torch.Tensor:
+def _batch_loss(model, batch: dict, num_targets: int | None, trim: bool, loss: str = "token",
+                num_sequences: int | None = None) -> torch.Tensor:
     """Forward one batch; with `trim`, logits are only computed from just before the first target on
     (the vocabulary projection of long prompts is the largest activation in the model)."""
     labels = batch["labels"]
@@ -240,6 +279,8 @@ def _batch_loss(model, batch: dict, num_targets: int | None, trim: bool) -> torc
         kwargs["logits_to_keep"] = torch.arange(start, labels.size(1), device=labels.device)
         labels = labels[:, start:]
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, **kwargs)
+    if loss == "sequence":
+        return sequence_mean_loss(out.logits, labels, num_sequences)
     return token_mean_loss(out.logits, labels, num_targets)
 
 
@@ -543,8 +584,9 @@ class _Loop:
         self.optimizer.zero_grad(set_to_none=True)
         loss = 0.0
         for chunk in chunks:
-            # Each batch is divided by the targets of the whole step: the step's loss is one token mean.
-            part = _batch_loss(self.model, collate(chunk, self.pad_id, self.device), targets, self.trim)
+            # Each batch is divided by the targets (or sequences) of the whole step: the step's loss is one mean.
+            part = _batch_loss(self.model, collate(chunk, self.pad_id, self.device), targets, self.trim,
+                               self.config.loss, sum(len(c) for c in chunks))
             part.backward()
             loss += part.item()
         if self.config.max_grad_norm and self.config.max_grad_norm > 0:

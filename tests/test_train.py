@@ -23,8 +23,10 @@ from sltk.train import (
     epoch_order,
     evaluate,
     is_checkpointing,
+    encode_check,
     make_batches,
     role_parameters,
+    sequence_mean_loss,
     token_mean_loss,
     train_role,
 )
@@ -136,6 +138,48 @@ def test_token_mean_loss_weighs_every_token_the_same():
     # Divided by the targets of the whole step, batches add up to the token mean of their union.
     split = token_mean_loss(logits[:1], labels[:1], 5) + token_mean_loss(logits[1:], labels[1:], 5)
     assert split.item() == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_sequence_mean_loss_gives_long_answers_less_weight():
+    """METHOD 2.3: the per-sequence mean differs from the token mean and under-weights long answers' tokens."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 5, requires_grad=True)
+    labels = torch.tensor([[IGNORE, IGNORE, IGNORE, IGNORE, IGNORE, 3],   # 1 target
+                           [IGNORE, 1, 4, 0, 2, IGNORE]])                 # 4 targets
+    per_seq = [token_mean_loss(logits[:1], labels[:1]), token_mean_loss(logits[1:], labels[1:])]
+    seq = sequence_mean_loss(logits, labels)
+    tok = token_mean_loss(logits, labels)
+    assert seq.item() == pytest.approx((per_seq[0].item() + per_seq[1].item()) / 2, rel=1e-5)
+    assert abs(seq.item() - tok.item()) > 1e-3
+    # per token, the gradient weight is 1/(2 x its sequence's targets) against 1/5 for every token
+    seq_grad = torch.autograd.grad(seq, logits)[0].abs().sum(-1)
+    tok_grad = torch.autograd.grad(tok, logits)[0].abs().sum(-1)
+    assert (seq_grad[1] / tok_grad[1])[:4].allclose(torch.full((4,), 5 / 8))  # long answer: 1/8 vs 1/5
+    assert (seq_grad[0, 4] / tok_grad[0, 4]).item() == pytest.approx(5 / 2)  # one-token answer: 1/2 vs 1/5
+    # split over accumulated batches, divided by the step's sequences, the parts add up
+    split = sequence_mean_loss(logits[:1], labels[:1], 2) + sequence_mean_loss(logits[1:], labels[1:], 2)
+    assert split.item() == pytest.approx(seq.item(), rel=1e-6)
+    with pytest.raises(TrainError, match="train loss"):
+        TrainConfig(loss="mean")
+
+
+def test_sequence_loss_trains_to_other_weights(tokenizer, tmp_path):
+    weights = {}
+    for loss in ("token", "sequence"):
+        loaded = with_roles(tokenizer)
+        config = TrainConfig(epochs=1, lr=1e-2, batch_size=3, log_every=0, loss=loss)
+        stats = train_role(loaded, "generator", RECORDS, tmp_path / loss, config, progress=False)
+        assert stats["complete"] and all(math.isfinite(x) for x in stats["losses"])
+        weights[loss] = {n: p.detach().clone() for n, p in role_parameters(loaded.model, "generator").items()}
+    assert any(not torch.allclose(weights["token"][n], weights["sequence"][n]) for n in weights["token"])
+
+
+def test_records_are_checked_before_a_model_loads():
+    good = {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]}
+    assert encode_check([good]) == []
+    problems = encode_check([good, {"text": "x"}, {"messages": [{"role": "user", "content": "Q"},
+                                                                {"role": "bot", "content": "A"}]}])
+    assert problems[0].startswith("record 2:") and problems[1].startswith("record 3:")
 
 
 def test_loss_from_trimmed_logits_matches_the_full_forward(tiny, tokenizer):

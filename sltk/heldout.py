@@ -1,0 +1,133 @@
+"""Held-out evaluation of Generators against the base model, with intervals that can resolve growth.
+
+Every model answers the same prompts with the same seed per prompt, in one shared batch, so a
+difference comes from the model. A request's text still depends a little on its batch-mates
+(padding changes the arithmetic), so the table carries a control arm: an untrained adapter,
+identical in weights to the base, answering beside it. Its ratio shows how far the batch alone
+moves the numbers, and its interval should cover 1.0.
+
+Ratios of mean and median words against the base come with paired bootstrap 95% intervals over
+prompts. Also reported: cap hits, repetition and ending filter failures, and the repeated-10-gram
+rate (the share of word positions that repeat an earlier 10-gram of the same answer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import statistics
+from pathlib import Path
+
+from . import records, text
+from .backends import ChatRequest, derive_seed
+
+BASE = "base"
+CONTROL = "control"  # an untrained adapter: the base's weights through the adapter path
+UNTRAINED = "untrained"
+
+
+@contextlib.contextmanager
+def adapters_loaded(loaded, adapters: dict[str, str | Path | None], lora=None):
+    """Load each named adapter folder onto the model (UNTRAINED: a fresh adapter); removed afterwards.
+
+    Yields {name: role name or None for the base}. The model must already be a PEFT model when any
+    adapter is asked for (`models.add_roles`).
+    """
+    net = loaded.model
+    added = []
+    try:
+        for name, folder in adapters.items():
+            if folder is None:
+                continue
+            if not hasattr(net, "peft_config"):
+                raise ValueError("Held-out adapters need a PEFT model: call models.add_roles(loaded) first.")
+            if name in net.peft_config:
+                raise ValueError(f"An adapter named {name!r} is already loaded; give the model another name.")
+            if folder == UNTRAINED:
+                net.add_adapter(name, lora or next(iter(net.peft_config.values())))
+            else:
+                net.load_adapter(str(folder), adapter_name=name)
+            added.append(name)
+        yield {name: (name if folder is not None else None) for name, folder in adapters.items()}
+    finally:
+        for name in added:
+            if name in getattr(net, "peft_config", {}):
+                net.delete_adapter(name)
+
+
+def answer(backend, roles: dict[str, str | None], items: list[dict], files: dict[str, Path], sampling, seed: int,
+           tag: str, desc: str, chunk: int = 128) -> dict[str, list[dict]]:
+    """Answers of each model (name -> role, None for the base) to `items` ({"id", "query"}).
+
+    All models answer in one shared batch, appended chunk by chunk to `files[name]`; ids already
+    there are skipped. The same seed per item for every model. Returns {name: answers in item order}.
+    """
+    done = {m: {r["id"]: r for r in records.read_jsonl(p, repair_tail=True)} if p.exists() else {}
+            for m, p in files.items()}
+    jobs = [(m, i) for m in files for i in items if i["id"] not in done[m]]
+    for start in range(0, len(jobs), chunk):
+        part = jobs[start : start + chunk]
+        reqs = [ChatRequest([{"role": "user", "content": i["query"]}], role=roles[m], id=i["id"],
+                            seed=derive_seed(seed, tag, i["id"])) for m, i in part]
+        outs = backend.generate(reqs, sampling, desc=desc)
+        for m in dict.fromkeys(m for m, _ in part):
+            new = [{"id": o.id, "text": o.text, "tokens": o.tokens, "finish": o.finish_reason,
+                    "words": text.count_words(o.text)} for (j, _), o in zip(part, outs) if j == m]
+            records.append_jsonl(files[m], new)
+            done[m].update({r["id"]: r for r in new})
+    return {m: [done[m][i["id"]] for i in items] for m in files}
+
+
+def bootstrap_ratio(base: list[float], other: list[float], stat=statistics.fmean, resamples: int = 2000,
+                    seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """stat(other) / stat(base) and its paired bootstrap interval over prompts (percentile method)."""
+    if len(base) != len(other) or not base:
+        raise ValueError(f"paired samples needed: {len(base)} base and {len(other)} other values")
+    point = stat(other) / max(stat(base), 1e-9)
+    rng = random.Random(seed)
+    n, ratios = len(base), []
+    for _ in range(resamples):
+        idx = [rng.randrange(n) for _ in range(n)]
+        ratios.append(stat([other[i] for i in idx]) / max(stat([base[i] for i in idx]), 1e-9))
+    ratios.sort()
+    lo = ratios[int((1 - level) / 2 * resamples)]
+    hi = ratios[min(resamples - 1, int((1 + level) / 2 * resamples))]
+    return point, lo, hi
+
+
+def row(name: str, outputs: list[dict], cap: int, lang: str = "en") -> dict:
+    """One model's lengths and failure shares on the held-out prompts."""
+    from .analysis import describe
+
+    words = [text.count_words(o["text"]) for o in outputs]
+    n = max(len(outputs), 1)
+    return {
+        "model": name, "n": len(outputs), "mean": round(statistics.fmean(words), 1) if words else 0.0,
+        "median": statistics.median(words) if words else 0,
+        "p90": describe(words)["p90"],
+        "cap_hit": round(sum(o["finish"] == "length" or o["tokens"] >= cap for o in outputs) / n, 3),
+        "repetition_fail": round(sum(o["finish"] == "repetition" or text.has_repeated_ngram(o["text"], lang)
+                                     for o in outputs) / n, 3),
+        "ending_fail": round(sum(not text.ends_properly(o["text"], lang) for o in outputs) / n, 3),
+        "rep10": round(statistics.fmean(text.repeated_ngram_rate(o["text"], lang) for o in outputs), 4)
+        if outputs else 0.0,
+    }
+
+
+def table(outputs: dict[str, list[dict]], cap: int, base: str = BASE, lang: str = "en", seed: int = 0):
+    """The growth table: one row per model, ratios of mean and median to the base with 95% intervals."""
+    import pandas as pd
+
+    if base not in outputs:
+        raise ValueError(f"the table needs the base model's answers ({base!r}); got {sorted(outputs)}")
+    base_words = [text.count_words(o["text"]) for o in outputs[base]]
+    rows = []
+    for name, outs in outputs.items():
+        r = row(name, outs, cap, lang)
+        words = [text.count_words(o["text"]) for o in outs]
+        m, m_lo, m_hi = bootstrap_ratio(base_words, words, statistics.fmean, seed=seed)
+        d, d_lo, d_hi = bootstrap_ratio(base_words, words, statistics.median, seed=seed)
+        r.update(mean_x=round(m, 2), mean_x_lo=round(m_lo, 2), mean_x_hi=round(m_hi, 2),
+                 median_x=round(d, 2), median_x_lo=round(d_lo, 2), median_x_hi=round(d_hi, 2))
+        rows.append(r)
+    return pd.DataFrame(rows)

@@ -1,0 +1,61 @@
+"""Held-out growth with intervals: the bootstrap, the table, and the control arm."""
+
+import random
+import statistics
+
+import pytest
+
+from sltk import heldout
+
+
+def outputs(words: list[int], finish="stop"):
+    body = lambda n: " ".join("w" + chr(97 + i // 676) + chr(97 + i // 26 % 26) + chr(97 + i % 26)
+                              for i in range(n)) + "."  # n distinct words
+    return [{"text": body(n), "tokens": n, "finish": finish} for n in words]
+
+
+def test_bootstrap_ratio_of_identical_samples_is_exactly_one():
+    base = [100, 200, 300, 400]
+    assert heldout.bootstrap_ratio(base, base) == (1.0, 1.0, 1.0)
+
+
+def test_bootstrap_interval_covers_the_true_ratio_and_narrows_with_more_prompts():
+    rng = random.Random(1)
+    widths = []
+    for n in (16, 64):
+        base = [rng.randint(200, 800) for _ in range(n)]
+        other = [2 * b + rng.randint(-150, 150) for b in base]
+        point, lo, hi = heldout.bootstrap_ratio(base, other)
+        assert lo < point < hi and lo < 2.0 < hi
+        widths.append(hi - lo)
+    assert widths[1] < widths[0]
+    assert heldout.bootstrap_ratio([1, 2, 3], [2, 4, 6], statistics.median)[0] == 2.0
+
+
+def test_paired_samples_are_required():
+    with pytest.raises(ValueError, match="paired"):
+        heldout.bootstrap_ratio([1, 2], [1])
+
+
+def test_table_rows_ratios_and_shares():
+    base = outputs([100, 200, 300, 400])
+    longer = outputs([250, 350, 600, 900])
+    capped = outputs([10, 20, 30, 40], finish="length")
+    table = heldout.table({"base": base, "control": outputs([100, 200, 300, 400]), "g": longer, "c": capped},
+                          cap=1000)
+    rows = table.set_index("model")
+    assert rows.loc["control", "mean_x"] == 1.0 and rows.loc["control", "mean_x_lo"] <= 1.0 <= rows.loc["control",
+                                                                                                       "mean_x_hi"]
+    assert rows.loc["g", "mean_x"] == round(2100 / 1000, 2) and rows.loc["g", "median_x"] == round(475 / 250, 2)
+    assert rows.loc["g", "mean_x_lo"] > 1.0
+    assert rows.loc["c", "cap_hit"] == 1.0 and rows.loc["c", "ending_fail"] == 0.0
+    assert rows.loc["g", "rep10"] == 0.0
+    looping = [{"text": ("one two three four five six seven eight nine ten " * 3).strip() + ".", "tokens": 30,
+                "finish": "stop"}]
+    r = heldout.row("loop", looping, 100)
+    assert r["repetition_fail"] == 1.0 and r["rep10"] == round(10 / 21, 4)  # 10 of the 21 10-grams repeat (the last ends in "ten.")
+
+
+def test_the_table_needs_the_base():
+    with pytest.raises(ValueError, match="base"):
+        heldout.table({"g": outputs([1])}, cap=10)
