@@ -231,6 +231,18 @@ def add_roles(loaded: LoadedModel, config=None, roles=ROLES) -> LoadedModel:
     return loaded
 
 
+def reset_role(loaded: LoadedModel, role: str) -> LoadedModel:
+    """Give a role's adapter fresh LoRA weights (A random, B zero: the base model's output), in place."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in loaded.model.modules() if isinstance(m, LoraLayer) and role in m.lora_A]
+    if not layers:
+        raise ModelError(f"The model has no adapter '{role}': attach the roles first (add_roles).")
+    for module in layers:
+        module.reset_lora_parameters(role, True)
+    return loaded
+
+
 def load_roles(loaded: LoadedModel, folder: str | os.PathLike, roles=ROLES, trainable: bool = False) -> LoadedModel:
     """Load saved role adapters from `folder/<role>/` (standard PEFT adapter folders)."""
     from peft import PeftModel

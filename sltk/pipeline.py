@@ -24,7 +24,7 @@ import torch
 from . import lengthen, records, sft, text
 from .backends import derive_seed
 from .config import Config
-from .models import ROLES, LoadedModel, add_roles, load_base, load_roles, lora_config, save_roles
+from .models import ROLES, LoadedModel, add_roles, load_base, load_roles, lora_config, reset_role, save_roles
 from .queries import Deduper, synthesize_round
 
 
@@ -97,8 +97,11 @@ class Pipeline:
         # Fresh LoRA weights are random: seed them, so a resumed run starts from the same ones.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.config.seed, "lora-init"))
-            if k == 0 or not getattr(self.loaded.model, "peft_config", None):
+            if not getattr(self.loaded.model, "peft_config", None):
                 add_roles(self.loaded, lora_config(**vars(self.config.lora), model=self.loaded.model))
+            elif k == 0:  # roles trained or loaded since: fresh weights again
+                for role in ROLES:
+                    reset_role(self.loaded, role)
         if k > 0:
             load_roles(self.loaded, self.dir(k) / "adapters", trainable=True)
         self._adapters_of = k
@@ -413,7 +416,7 @@ class Pipeline:
 
         def run():
             self._adapters_of = None
-            self.roles_of(0)
+            self.roles_of(0)  # fresh weights, the same however the roles got here
             t = self.config.train
             cfg = TrainConfig(epochs=epochs or t.epochs, lr=t.lr, warmup_ratio=t.warmup_ratio,
                               batch_size=t.batch_size, grad_accum=t.grad_accum, max_seq_len=t.max_seq_len,

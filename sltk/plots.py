@@ -181,3 +181,31 @@ def degradation_curve(curves: pd.DataFrame, column: str = "repeated_before"):
            title="Where repetition sets in", ylim=(0, None))
     ax.legend()
     return fig
+
+
+def growth_intervals(table: pd.DataFrame, title: str = "Held-out mean words against the base (95% bootstrap)"):
+    """Each model's mean and median words as a multiple of the base's, with their intervals; 1.0 marked."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = list(range(len(table)))
+    for col, shift, style in (("mean_x", -0.1, "o"), ("median_x", 0.1, "s")):
+        lo, hi = table[f"{col}_lo"], table[f"{col}_hi"]
+        ax.errorbar([i + shift for i in x], table[col], yerr=[table[col] - lo, hi - table[col]], fmt=style,
+                    capsize=4, label=col.replace("_x", ""))
+    ax.axhline(1.0, color="grey", lw=1, ls="--")
+    ax.set_xticks(x, [str(m).replace("generator_", "") for m in table["model"]])
+    ax.set(xlabel="model", ylabel="× the base model", title=title)
+    ax.set_ylim(bottom=0)
+    ax.legend()
+    return fig
+
+
+def length_histograms(named: dict[str, list[int]], title: str = "Length of the training texts"):
+    """Overlaid word-count histograms, one per named group of texts."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    top = max([v for values in named.values() for v in values] + [1])
+    bins = list(range(0, top + top // 15 + 2, max(top // 15, 1)))
+    for name, values in named.items():
+        ax.hist(values, bins=bins, alpha=0.55, label=f"{name} (n={len(values)})")
+    ax.set(xlabel="length (words)", ylabel="texts", title=title)
+    ax.legend()
+    return fig

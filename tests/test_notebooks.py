@@ -15,7 +15,7 @@ import sltk
 from sltk import notebooks
 
 BOOKS = sorted(notebooks.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-REQUIRED = ("00_", "01_", "02_", "03_", "04_")
+REQUIRED = ("00_", "01_", "02_", "03_", "04_", "05_")
 
 
 def _code(book: Path) -> str:
@@ -98,8 +98,13 @@ def test_notebooks_execute_top_to_bottom_on_the_smoke_preset(tmp_path):
         nb = nbformat.read(path, as_version=4)
         assert all(c.execution_count for c in nb.cells if c.cell_type == "code" and c.source.strip()), path.name
     manifest = json.loads((folder / "manifest.json").read_text())["steps"]
-    assert {"iter_1/queries", "iter_2/train_extender", "eval/answers", "final/dataset"} <= set(manifest)
+    assert {"iter_1/queries", "iter_2/train_extender", "eval/answers", "final/dataset", "agentwrite/data",
+            "agentwrite/train_generator"} <= set(manifest)
     figures = {p.name for p in (folder / "figures").glob("*.png")}
-    assert {"iter1_length_biased.png", "iter2_loss.png", "growth_curve.png", "filter_rates.png"} <= figures
-    assert (folder / "eval" / "growth.csv").read_text().count("\n") == 4  # header, base, 2 Generators
+    assert {"iter1_length_biased.png", "iter2_loss.png", "growth_curve.png", "filter_rates.png",
+            "agentwrite_vs_selflengthen.png", "data_lengths_both_ways.png"} <= figures
+    growth = (folder / "eval" / "growth.csv").read_text().splitlines()
+    # header, base, the control arm, 2 Self-Lengthen Generators, the AgentWrite Generator (notebook 05)
+    assert [line.split(",")[0] for line in growth] == ["model", "base", "control", "generator_iter_1",
+                                                        "generator_iter_2", "agentwrite"]
     assert len((folder / "bench" / "longbench_write_en" / "results.csv").read_text().splitlines()) == 4
