@@ -32,3 +32,56 @@ def test_demo_prints_a_length_table(capsys):
     assert "with roles ['extender', 'generator']" in out and "nf4" in out
     assert out.count("seed-en-00") == 3
     assert "tokens/s" in out
+
+
+def test_train_data_is_checked_before_a_model_loads(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "none.jsonl"), "--runs-dir", str(tmp_path)]) == 2
+    assert "none.jsonl does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "Q"}]}\n')
+    assert main(["train", "--data", str(bad), "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl: record 1:" in err and "assistant" in err
+    assert not (tmp_path / "train").exists()  # nothing written for a refused start
+
+
+def test_dpo_needs_a_run_and_an_adapter(tmp_path, capsys):
+    assert main(["dpo", "--name", "nothing", "--runs-dir", str(tmp_path)]) == 2
+    assert "No run at" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_agentwrite_train_and_dpo_on_the_smoke_preset(tmp_path, capsys):
+    """`sltk agentwrite` makes data, trains a Generator and prints the table; `sltk train --data` and
+    `sltk dpo` work on what it wrote; a second `sltk agentwrite` finds every step done."""
+    import json
+
+    from datasets import load_dataset
+
+    runs = str(tmp_path)
+    assert main(["agentwrite", "--preset", "smoke", "--name", "aw", "--runs-dir", runs]) == 0
+    out = capsys.readouterr().out
+    assert "AgentWrite:" in out and "| agentwrite |" in out and "| control |" in out
+    folder = tmp_path / "aw"
+    steps = json.loads((folder / "manifest.json").read_text())["steps"]
+    assert {"agentwrite/data", "agentwrite/train_generator", "eval/answers"} <= set(steps)
+    dataset = folder / "agentwrite" / "dataset.jsonl"
+    assert (folder / "agentwrite" / "adapters" / "generator" / "adapter_config.json").is_file()
+
+    assert main(["agentwrite", "--preset", "smoke", "--name", "aw", "--runs-dir", runs]) == 0
+    again = json.loads((folder / "manifest.json").read_text())["steps"]
+    assert again == steps  # nothing redone
+
+    assert main(["train", "--data", str(dataset), "--preset", "smoke", "--name", "t", "--runs-dir", runs,
+                 "--loss", "sequence", "--epochs", "1"]) == 0
+    assert (tmp_path / "t" / "trained" / "dataset" / "generator" / "adapter_config.json").is_file()
+    capsys.readouterr()
+
+    assert main(["dpo", "--name", "aw", "--runs-dir", runs, "-k", "2", "--lengths", "40,80"]) == 0
+    assert "TRL's conversational format" in capsys.readouterr().out
+    stats = json.loads((folder / "dpo" / "stats.json").read_text())
+    assert stats["prompts"] == 3 and stats["quality"].startswith("proxy")
+    assert len(load_dataset("json", data_files=str(folder / "dpo" / "samples.jsonl"), split="train")) == 6
+    if stats["pairs"]:
+        pairs = load_dataset("json", data_files=str(folder / "dpo" / "pairs.jsonl"), split="train")
+        assert pairs[0]["chosen"][0]["role"] == "assistant"

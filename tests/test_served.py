@@ -216,3 +216,21 @@ def test_server_killed_mid_run_keeps_the_finished_results(server, embedded_dir, 
     merged = {**saved, **dict(zip(missing, resumed))}
     reference = backend(server).generate(reqs, GREEDY)
     assert [merged[i].text for i in range(len(reqs))] == [o.text for o in reference]
+
+
+@pytest.mark.integration
+def test_agentwrite_runs_on_the_served_backend(server, tmp_path):
+    """Plans with the "1." pre-fill and the sections go through the server; the folder is the same shape."""
+    from sltk.agentwrite import AgentWrite
+    from sltk.config import preset
+
+    cfg = preset("smoke").agentwrite
+    be = backend(server, context=8192)
+    items = [{"id": "a", "query": "Write a guide to growing tomatoes on a balcony.", "lang": "en"}]
+    stats = AgentWrite(be, tmp_path, cfg, Sampling(max_new_tokens=64), progress=False).run(items)
+    plans = [json.loads(line) for line in (tmp_path / "plans.jsonl").read_text().splitlines()]
+    assert plans[0]["plan"].startswith("1.") and stats["prompts"] == 1
+    if plans[0]["ok"]:
+        sections = [json.loads(line) for line in (tmp_path / "sections.jsonl").read_text().splitlines()]
+        assert [s["step"] for s in sections] == list(range(1, len(sections) + 1)) and sections
+    assert stats["generated"]["calls"] >= 1
