@@ -6,7 +6,7 @@ import json
 import statistics
 from pathlib import Path
 
-from . import records, text
+from . import records
 
 
 def describe(values: list[float]) -> dict:

@@ -196,10 +196,12 @@ def _dpo(args) -> int:
 
     folder = Path(args.runs_dir) / args.name
     if not (folder / "config.yaml").exists():
-        raise FileNotFoundError(f"No run at {folder} (no config.yaml): start one with `sltk agentwrite --name {args.name}`.")
+        raise FileNotFoundError(f"No run at {folder} (no config.yaml): "
+                                f"start one with `sltk agentwrite --name {args.name}`.")
     adapter = Path(args.adapter) if args.adapter else folder / "agentwrite" / "adapters" / "generator"
     if not (adapter / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{adapter} holds no adapter (adapter_config.json): train one first, or pass --adapter.")
+        raise FileNotFoundError(f"{adapter} holds no adapter (adapter_config.json): "
+                                "train one first, or pass --adapter.")
     lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else ()
     prompts = records.read_jsonl(Path(args.prompts)) if args.prompts else None
     pipeline = Pipeline(_config(args)[0], folder)
@@ -269,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change one setting, e.g. train.lr=3e-4")
     p.add_argument("--out", help="adapter folder (default: <run>/trained/<data name>/generator)")
     p.add_argument("--epochs", type=int, help="epochs (default: train.epochs)")
-    p.add_argument("--loss", choices=["token", "sequence"], help="token mean over the batch (default) or per-sequence mean")
+    p.add_argument("--loss", choices=["token", "sequence"],
+                   help="token mean over the batch (default) or per-sequence mean")
     p.add_argument("--eval", action="store_true", help="then answer the held-out prompts against the base")
     p.set_defaults(func=_train)
 

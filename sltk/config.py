@@ -97,7 +97,8 @@ class TrainSettings:
     gradient_checkpointing: bool = True
     save_every: int | None = None  # steps between checkpoints (None: at the end of each epoch)
     line_keep_prob: float = 0.8  # random line removal in the Extender's input
-    loss: str = "token"  # "token": mean over all target tokens of a step (default); "sequence": mean of per-sequence means
+    # "token": the mean over all target tokens of a step (default); "sequence": the mean of per-sequence means
+    loss: str = "token"
 
 
 @dataclass
@@ -118,9 +119,11 @@ class AgentWriteConfig:
     The other switches are for models that repeat themselves across sections.
     """
 
-    queries: str | None = None  # a JSONL of {"id", "query"}; None: iteration 1's queries if the run has them, else the seeds
+    # A JSONL of {"id", "query"}; None: iteration 1's queries if the run has them, else the seed files.
+    queries: str | None = None
     prompts: int = 0  # the first N prompts (0: all)
-    plan_style: str = "longwriter"  # "longwriter" (main point and word count a line) or "outline" (headings, "1." pre-fill)
+    # "longwriter": a main point and word count a line; "outline": numbered headings, pre-filled with "1."
+    plan_style: str = "longwriter"
     sections: int = 6  # sections asked for by the "outline" plan
     min_sections: int = 1  # a plan with fewer usable lines is planned again (up to plan_tries)
     max_sections: int = 50  # LongWriter drops longer plans; sltk keeps their first max_sections lines
@@ -314,6 +317,10 @@ PRESETS: dict[str, dict] = {
         "queries": {"per_iteration": 200},
         "train": {"max_seq_len": 3072, "batch_size": 1, "gradient_checkpointing": True},
         "final": {"min_words": 1000, "max_words": 8000},
+        # LongWriter's plan format (a 7-8B model follows it); the text so far shown is bounded so that a
+        # section request stays near the draft's prompt size: about 3,000 words + the 1,000-word cap.
+        "agentwrite": {"prompts": 200, "max_sections": 15, "context_words": 3000, "section_tries": 1,
+                       "cut_repeats": True, "min_words": 1000, "train_epochs": 2},
     },
     # bf16 compute on an A100/H100 (40-80 GB): longer outputs, bigger batches.
     "a100": {
@@ -321,6 +328,7 @@ PRESETS: dict[str, dict] = {
         "sampling": {"max_new_tokens": 8192},
         "queries": {"per_iteration": 1000},
         "train": {"max_seq_len": 12288},
+        "agentwrite": {"prompts": 1000, "section_tries": 1, "cut_repeats": True, "min_words": 2000},
     },
     # The upstream scale; meant for a served backend.
     "paper": {},

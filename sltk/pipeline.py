@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from . import lengthen, records, sft, text
+from . import lengthen, records, sft
 from .backends import derive_seed
 from .config import Config
 from .models import ROLES, LoadedModel, add_roles, load_base, load_roles, lora_config, reset_role, save_roles
@@ -315,7 +315,7 @@ class Pipeline:
     # -- step 6: training ---------------------------------------------------------------------
     def train(self, k: int, role: str) -> None:
         def run():
-            from .train import TrainConfig, train_role
+            from .train import train_role
 
             self.roles_of(k - 1)
             data = records.read_jsonl(self.dir(k) / f"sft_{role}.jsonl")
@@ -324,16 +324,23 @@ class Pipeline:
                 return {"records": 0, "skipped": "no training data"}
             t = self.config.train
             epochs = t.extender_epochs if role == "extender" and t.extender_epochs is not None else t.epochs
-            cfg = TrainConfig(epochs=epochs, lr=t.lr, warmup_ratio=t.warmup_ratio, batch_size=t.batch_size,
-                              grad_accum=t.grad_accum, max_seq_len=t.max_seq_len,
-                              gradient_checkpointing=t.gradient_checkpointing, save_every=t.save_every,
-                              seed=self.config.seed + k, loss=t.loss)
+            cfg = self.train_config(epochs, self.config.seed + k)
             result = train_role(self.loaded, role, data, self.dir(k) / "adapters" / role, cfg,
                                 resume=True, progress=self.progress)
             return {"records": len(data), "final_loss": result.get("final_loss")}
         self._timed(f"iter_{k}/train_{role}", run)
         if all(self.done(f"iter_{k}/train_{r}") for r in ROLES):
             self._adapters_of = None  # the next use reloads both roles from iteration k's folder
+
+    def train_config(self, epochs: int, seed: int):
+        """The trainer's settings from the run's `train` section."""
+        from .train import TrainConfig
+
+        t = self.config.train
+        return TrainConfig(epochs=epochs, lr=t.lr, warmup_ratio=t.warmup_ratio, batch_size=t.batch_size,
+                           grad_accum=t.grad_accum, max_seq_len=t.max_seq_len,
+                           gradient_checkpointing=t.gradient_checkpointing, save_every=t.save_every, seed=seed,
+                           loss=t.loss)
 
     # -- statistics ---------------------------------------------------------------------------
     def stats(self, k: int) -> dict:
@@ -412,16 +419,12 @@ class Pipeline:
 
     def train_generator(self, data: list[dict], out: Path, key: str, epochs: int | None = None) -> dict:
         """A fresh Generator adapter trained on `data` (messages records), saved at `out`."""
-        from .train import TrainConfig, train_role
+        from .train import train_role
 
         def run():
             self._adapters_of = None
             self.roles_of(0)  # fresh weights, the same however the roles got here
-            t = self.config.train
-            cfg = TrainConfig(epochs=epochs or t.epochs, lr=t.lr, warmup_ratio=t.warmup_ratio,
-                              batch_size=t.batch_size, grad_accum=t.grad_accum, max_seq_len=t.max_seq_len,
-                              gradient_checkpointing=t.gradient_checkpointing, save_every=t.save_every,
-                              seed=self.config.seed, loss=t.loss)
+            cfg = self.train_config(epochs or self.config.train.epochs, self.config.seed)
             result = train_role(self.loaded, "generator", data, out, cfg, resume=True, progress=self.progress)
             self._adapters_of = None  # the trained weights are not iteration 0's roles
             return {"records": len(data), "final_loss": result.get("final_loss"), "steps": result.get("steps"),
@@ -437,7 +440,8 @@ class Pipeline:
         Prompts: AgentWrite's unless given; each needs a required length (its own `length`, else one of
         `lengths`). Quality: the run's base model as a forced-choice judge with `judge`, else the proxy.
         """
-        from . import heldout, judge as judging, preference, scoring
+        from . import heldout, preference, scoring
+        from . import judge as judging
 
         c, folder = self.config, self.folder / "dpo"
         items = preference.with_length(prompts if prompts is not None else self.agentwrite_prompts(), list(lengths))

@@ -247,7 +247,8 @@ _SECTION_TASK = {
         "Now write section {k} of {n} only: {point} Write about {words} words. You may begin with a "
         "short subtitle. {repeat}{closing} Reply with the text of this section only."
     ),
-    "zh": "现在只写第{k}部分（共{n}部分）：{point} 字数约{words}字。可以用一个简短的小标题开头。{repeat}{closing}只输出这一部分的正文。",
+    "zh": ("现在只写第{k}部分（共{n}部分）：{point} 字数约{words}字。可以用一个简短的小标题开头。"
+           "{repeat}{closing}只输出这一部分的正文。"),
 }
 _SECTION_NO_REPEAT = {"en": "Do not repeat anything the text so far already says. ",
                       "zh": "不要重复已写内容中的任何话。"}

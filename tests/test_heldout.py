@@ -53,7 +53,8 @@ def test_table_rows_ratios_and_shares():
     looping = [{"text": ("one two three four five six seven eight nine ten " * 3).strip() + ".", "tokens": 30,
                 "finish": "stop"}]
     r = heldout.row("loop", looping, 100)
-    assert r["repetition_fail"] == 1.0 and r["rep10"] == round(10 / 21, 4)  # 10 of the 21 10-grams repeat (the last ends in "ten.")
+    # 10 of the 21 10-grams repeat (the last one ends in "ten.")
+    assert r["repetition_fail"] == 1.0 and r["rep10"] == round(10 / 21, 4)
 
 
 def test_the_table_needs_the_base():

@@ -70,11 +70,10 @@ def test_sampling_resumes_by_prompt_and_sample(tmp_path):
 
 def test_pairs_load_in_trl_dpo_trainer(tmp_path, tokenizer):
     """The pairs file, read by `datasets`, is conversational for TRL and tokenised by a real DPOTrainer."""
+    from conftest import tiny_model
     from datasets import load_dataset
     from trl import DPOConfig, DPOTrainer
     from trl.data_utils import is_conversational
-
-    from conftest import tiny_model
 
     many = {f"p{i}": [{"id": f"p{i}-k{j}", "sample": j, "text": t} for j, t in enumerate([SHORT, GOOD])]
             for i in range(4)}
