@@ -59,12 +59,13 @@ def answer(backend, roles: dict[str, str | None], items: list[dict], files: dict
            tag: str, desc: str, chunk: int = 128) -> dict[str, list[dict]]:
     """Answers of each model (name -> role, None for the base) to `items` ({"id", "query"}).
 
-    All models answer in one shared batch, appended chunk by chunk to `files[name]`; ids already
-    there are skipped. The same seed per item for every model. Returns {name: answers in item order}.
+    All models answer in one shared batch, chunk by chunk with every model's request for each prompt
+    in the same chunk, appended to `files[name]`; ids already there are skipped. The same seed per item for every model. Returns {name: answers in item order}.
     """
     done = {m: {r["id"]: r for r in records.read_jsonl(p, repair_tail=True)} if p.exists() else {}
             for m, p in files.items()}
-    jobs = [(m, i) for m in files for i in items if i["id"] not in done[m]]
+    # prompt by prompt, every model: each chunk holds all models' answers to the same prompts
+    jobs = [(m, i) for i in items for m in files if i["id"] not in done[m]]
     for start in range(0, len(jobs), chunk):
         part = jobs[start : start + chunk]
         reqs = [ChatRequest([{"role": "user", "content": i["query"]}], role=roles[m], id=i["id"],

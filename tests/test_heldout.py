@@ -60,3 +60,33 @@ def test_table_rows_ratios_and_shares():
 def test_the_table_needs_the_base():
     with pytest.raises(ValueError, match="base"):
         heldout.table({"g": outputs([1])}, cap=10)
+
+
+class Recorder:
+    def __init__(self):
+        self.batches = []
+
+    def generate(self, reqs, sampling, desc=""):
+        from sltk.backends import Completion
+
+        self.batches.append([(r.role, r.id, r.seed) for r in reqs])
+        return [Completion(f"{r.role} {r.id}.", 2, "stop", 1, r.id) for r in reqs]
+
+
+def test_every_chunk_holds_every_model_for_its_prompts_with_the_same_seed(tmp_path):
+    items = [{"id": f"e{i}", "query": f"Q{i}"} for i in range(5)]
+    roles = {"base": None, "control": "control", "g": "g"}
+    files = {m: tmp_path / f"{m}.jsonl" for m in roles}
+    backend = Recorder()
+    out = heldout.answer(backend, roles, items, files, None, 0, "eval", "eval", chunk=6)
+    assert [len(b) for b in backend.batches] == [6, 6, 3]
+    for batch in backend.batches:
+        by_prompt = {}
+        for role, pid, seed in batch:
+            by_prompt.setdefault(pid, set()).add((role, seed))
+        for pairs in by_prompt.values():  # all three models, one seed
+            assert {r for r, _ in pairs} == {None, "control", "g"} and len({s for _, s in pairs}) == 1
+    assert [r["id"] for r in out["g"]] == [i["id"] for i in items]
+    again = Recorder()
+    heldout.answer(again, roles, items, files, None, 0, "eval", "eval", chunk=6)
+    assert again.batches == []  # resumed: nothing left to answer
