@@ -177,14 +177,15 @@ def _train(args) -> int:
                              " Each line needs {'messages': [{'role': 'user', ...}, {'role': 'assistant', ...}]}.")
     if args.loss:
         config = _with(config, {"train.loss": args.loss})
-    out = Path(args.out) if args.out else folder / "trained" / Path(args.data).stem / "generator"
+    label = args.label or Path(args.data).stem
+    out = Path(args.out) if args.out else folder / "trained" / label / "generator"
     pipeline = Pipeline(config, folder)
-    info = pipeline.train_generator(data, out, f"train/{Path(args.data).stem}", args.epochs)
+    info = pipeline.train_generator(data, out, f"train/{label}", args.epochs)
     print(f"Generator adapter: {out} ({info})")
     if args.eval:
         from .analysis import markdown
 
-        print(markdown(pipeline.evaluate(extra={Path(args.data).stem: out})))
+        print(markdown(pipeline.evaluate(extra={label: out})))
     return 0
 
 
@@ -271,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change one setting, e.g. train.lr=3e-4")
     p.add_argument("--out", help="adapter folder (default: <run>/trained/<data name>/generator)")
     p.add_argument("--epochs", type=int, help="epochs (default: train.epochs)")
+    p.add_argument("--label", help="the model's name in the run (default: the data file's name)")
     p.add_argument("--loss", choices=["token", "sequence"],
                    help="token mean over the batch (default) or per-sequence mean")
     p.add_argument("--eval", action="store_true", help="then answer the held-out prompts against the base")
