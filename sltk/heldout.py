@@ -60,7 +60,8 @@ def answer(backend, roles: dict[str, str | None], items: list[dict], files: dict
     """Answers of each model (name -> role, None for the base) to `items` ({"id", "query"}).
 
     All models answer in one shared batch, chunk by chunk with every model's request for each prompt
-    in the same chunk, appended to `files[name]`; ids already there are skipped. The same seed per item for every model. Returns {name: answers in item order}.
+    in the same chunk, appended to `files[name]`; ids already there are skipped. The same seed per
+    item for every model. Returns {name: answers in item order}.
     """
     done = {m: {r["id"]: r for r in records.read_jsonl(p, repair_tail=True)} if p.exists() else {}
             for m, p in files.items()}

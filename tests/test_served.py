@@ -224,8 +224,9 @@ def test_agentwrite_runs_on_the_served_backend(server, tmp_path):
     from sltk.agentwrite import AgentWrite
     from sltk.config import preset
 
-    cfg = preset("smoke", **{"agentwrite.sections": 2, "agentwrite.max_sections": 2, "agentwrite.plan_max_new_tokens": 32,
-                              "agentwrite.words_per_section": 20, "agentwrite.min_section_words": 20}).agentwrite
+    small = {"agentwrite.sections": 2, "agentwrite.max_sections": 2, "agentwrite.plan_max_new_tokens": 32,
+             "agentwrite.words_per_section": 20, "agentwrite.min_section_words": 20}
+    cfg = preset("smoke", **small).agentwrite
     be = backend(server, context=8192)
     items = [{"id": "a", "query": "Write a guide to growing tomatoes on a balcony.", "lang": "en"}]
     stats = AgentWrite(be, tmp_path, cfg, Sampling(max_new_tokens=64), progress=False).run(items)
