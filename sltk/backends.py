@@ -10,6 +10,7 @@ assistant pre-fill to continue, and the role (LoRA adapter) to use.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import random
 import time
 from collections import deque
@@ -284,6 +285,7 @@ class HFBackend:
         eos = eos if isinstance(eos, (list, tuple)) else [eos]
         self.eos_ids = {int(e) for e in eos if e is not None} | {int(self.tokenizer.eos_token_id)}
         self.last_stats: dict = {}
+        self._cache_kw: str | None = None
 
     @property
     def model(self):
@@ -523,10 +525,20 @@ class HFBackend:
         # Only the last position's logits are needed: the rest would cost a vocabulary-wide
         # product and a (rows x tokens x vocabulary) tensor for nothing.
         out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
-            logits_to_keep=1, **self._adapter_names(rows),
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+            logits_to_keep=1, **self._cache_arg(cache), **self._adapter_names(rows),
         )
-        return out.logits[:, -1, :], out.past_key_values, mask
+        return out.logits[:, -1, :], cache, mask  # the model fills the cache in place
+
+    def _cache_arg(self, cache) -> dict:
+        """The cache keyword the model's forward takes: `cache` in current transformers,
+        `past_key_values` in the releases before it (passing that one now warns of its removal)."""
+        if self._cache_kw is None:
+            model = self.model
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            params = inspect.signature(type(base).forward).parameters
+            self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        return {self._cache_kw: cache}
 
     @staticmethod
     def _adapter_names(rows: list[_Row]) -> dict:
@@ -578,11 +590,11 @@ class HFBackend:
                     input_ids=last.unsqueeze(-1),
                     attention_mask=mask,
                     position_ids=mask.sum(-1, keepdim=True) - 1,
-                    past_key_values=cache,
                     use_cache=True,
+                    **self._cache_arg(cache),
                     **self._adapter_names(active),
                 )
-                cache, first = out.past_key_values, 0
+                first = 0  # the model extended `cache` in place
                 self._steps += 1
                 last = self._next_tokens(out.logits[:, -1, :], seen, s, active)
             rows = torch.arange(first, len(active), device=device)
