@@ -501,10 +501,9 @@ class HFBackend:
     def _prefill(self, rows: list[_Row], prompts, device):
         """Prefill `rows` in groups of at most `prefill_tokens` padded tokens: logits, caches, masks.
 
-        One padded forward over many long prompts of unequal length is several times slower on a
-        CPU than the same prompts a few at a time (`benchmarks/generation.py prefill`, 48 prompts
-        of 800-2,000 tokens: 235 s against 97 s), and its attention mask and scores grow with
-        rows x width^2. The caller joins the groups' caches with those of the rows in flight.
+        One padded forward over many long prompts of unequal length is much slower on a CPU than
+        the same prompts a few at a time (`benchmarks/generation.py prefill`), and its attention
+        mask and scores grow with rows x width^2. The caller joins the groups' caches with those of the rows in flight.
         """
         parts = [self._prefill_group([rows[j] for j in group], prompts, device)
                  for group in _prefill_groups([len(prompts[r.index]) for r in rows], self.prefill_tokens)]

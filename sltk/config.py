@@ -142,6 +142,8 @@ class AgentWriteConfig:
     # up to this many more tries; then keep its paragraphs before the first repeat (0: upstream).
     section_tries: int = 0
     cut_repeats: bool = False
+    # Each section under a markdown heading taken from its plan line (the assembled text's layout only).
+    headings: bool = False
     # The model's answer must not be shorter than this to be kept (LongWriter drops short outputs).
     min_words: int = 0
     train_epochs: int | None = None  # epochs of the Generator trained on this data (None: train.epochs)
@@ -270,8 +272,7 @@ PRESETS: dict[str, dict] = {
     "cpu-demo": {
         "iterations": 2, "languages": ["en"], "seeds": [str(DATA / "seed_en.jsonl")], "batch_size": 48,
         "chunk": 96, "quantization": None,
-        # float32 weights, bfloat16 KV cache: a decoding step at batch 16 and 1,600 tokens of context
-        # takes 151 instead of 240 ms (reading the cache dominates it)
+        # float32 weights, bfloat16 KV cache: reading the cache dominates a long decode step, and bf16 halves it
         "kv_cache_dtype": "bfloat16",
         "sampling": {"max_new_tokens": 1536},
         # The 135M judge is close to chance when sampled (it rambles); the forced choice never is unclear.
@@ -281,7 +282,7 @@ PRESETS: dict[str, dict] = {
         # With a handful of extensions, length-biased sampling would drop most of them.
         "extend": {"attempts": 2, "micro_rounds": 1, "max_tries": 1, "stage_cap": 2.0, "keep_trace": True,
                    "length_biased": False},
-        # LoRA on the top 10 of 30 layers trains 2.0x faster on the CPU (211 vs 105 tokens/s).
+        # LoRA on the top 10 of 30 layers: about twice the training speed on the CPU (docs/performance.md).
         "lora": {"r": 32, "alpha": 64, "top_layers": 10},
         "train": {"epochs": 6, "extender_epochs": 2, "lr": 5e-4, "max_seq_len": 3072, "batch_size": 1,
                   "gradient_checkpointing": False},
@@ -295,22 +296,8 @@ PRESETS: dict[str, dict] = {
                        "max_section_words": 300, "section_cap": 1.4, "context_words": 250, "section_tries": 1,
                        "cut_repeats": True, "min_words": 600, "train_epochs": 3},
     },
-    # A 7-8B model in 4-bit on a 16 GB T4 (fp16 compute; torch sees 14.75 GiB), sized by sltk.memory
-    # (`python -m sltk.memory colab-t4`). Peak GiB, Qwen2.5-7B-Instruct / Llama-3.1-8B-Instruct:
-    #   weights: NF4 layers 3.14 / 3.35 + fp16 embeddings and lm_head 2.03 / 1.96 + two r=8 adapters 0.15 / 0.16
-    #     + 0.75 CUDA context and allocator = 6.1 / 6.2 before any token.
-    #   KV cache: 56 / 128 KiB per token. Drafts (512-token prompt + 1536, eval 2048) x 3 rows: 6.6 / 7.4.
-    #   Extension stage 2, from the second micro-round: prompt 512 + (1 + 2 x 2/3) x 1536 = 4096 tokens, context
-    #     5632 (the cache's spare room: 7040 positions a row). Peak when a freed slot takes one such prompt while
-    #     2 rows sit at the cap: the cache 0.97 / 2.22 + that prompt's fp32 attention scores 3.56 / 4.06 (a single
-    #     unpadded row has no mask, and SDPA on a T4 serves grouped-query attention only with its math kernel):
-    #     10.9 / 12.9.
-    #   Training, batch 1 of 3072 tokens with gradient checkpointing: fp32 logits and log-softmax at the loss,
-    #     12 bytes x 3072 x vocab = 5.22 / 4.40, over the saved layer inputs 0.68 / 0.87 and the trained role's
-    #     gradients and AdamW states 0.23: 12.2 / 11.7 (without checkpointing: 68 / 78).
-    #   Peak 12.2 / 12.9, at least 1.8 GiB below 14.75. Twice the batch, new tokens and sequence length: 23.2 / 30.3;
-    #   the former batch 8, 4096 new tokens and 6144-token sequences: 35.6 / 48.0. 3072 tokens hold a Generator record
-    #   (query + 1.67 x 1536); the Extender's longest records (with the draft in the prompt) lose their end.
+    # A 7-8B model in 4-bit on a 16 GB T4 (fp16 compute), sized with `python -m sltk.memory colab-t4`;
+    # the estimate step by step: docs/performance.md.
     "colab-t4": {
         "quantization": "nf4", "dtype": "float16", "batch_size": 3, "chunk": 64,
         "sampling": {"max_new_tokens": 1536},

@@ -108,9 +108,9 @@ def torch_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
 def pick_dtype(device: str, quantization: str | None = None) -> torch.dtype:
     """bf16 on Ampere and later, fp16 on older GPUs (T4, V100); on the CPU, what measured fastest.
 
-    CPU, unquantised: float32 (faster than bf16 for single and batched generation of the
-    embedded model, benchmarks/results/speed.json). CPU, 4-bit: bf16 compute, which ran bitsandbytes'
-    CPU 4-bit layers at 84 tokens/s against 47 in float32 (batch of 8).
+    CPU, unquantised: float32, faster than bf16 for single and batched generation of the embedded
+    model. CPU, 4-bit: bf16 compute, which runs bitsandbytes' CPU 4-bit layers faster than float32
+    (both measured in docs/performance.md).
     """
     if device.startswith("cuda"):
         major, _ = torch.cuda.get_device_capability(torch.device(device))
