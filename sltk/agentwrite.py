@@ -162,9 +162,24 @@ def trim_to_sentence(section: str, lang: str = "en") -> str:
     return section[: marks[-1]].rstrip() if marks else ""
 
 
-def assemble(sections: list[str]) -> str:
-    """The sections joined with blank lines, labels removed."""
-    return "\n\n".join(s for s in (strip_labels(x) for x in sections) if s)
+def heading(point: str, max_words: int = 12) -> str | None:
+    """A section title from its plan line: the part before a colon, or the whole line when short."""
+    head = re.split(r"\s*[:：]\s*|\s+[-–—]\s+", point, maxsplit=1)[0].strip(" .*_#\"'")
+    return head if head and len(head.split()) <= max_words else None
+
+
+def headings(points: list[str]) -> list[str] | None:
+    """Every section's heading, or None when some plan line is a sentence rather than a title
+    (a text has headings throughout or not at all)."""
+    heads = [heading(p) for p in points]
+    return None if None in heads else heads
+
+
+def assemble(sections: list[str], headings: list[str | None] | None = None) -> str:
+    """The sections joined with blank lines, labels removed; each under its markdown heading if given."""
+    heads = headings or [None] * len(sections)
+    parts = [(h, s) for h, s in zip(heads, (strip_labels(x) for x in sections)) if s]
+    return "\n\n".join(f"## {h}\n\n{s}" if h else s for h, s in parts)
 
 
 def repeats(so_far: str, section: str, lang: str = "en") -> bool:
@@ -379,7 +394,8 @@ class AgentWrite:
             elif any(s["empty"] for s in secs) or len(secs) < len(plan["steps"]):
                 row.update(text="", words=0, failed=["empty"], ok=False)
             else:
-                body = assemble([s["text"] for s in secs])
+                heads = headings([step["point"] for step in plan["steps"]]) if cfg.headings else None
+                body = assemble([s["text"] for s in secs], heads)
                 tokens = sum(s["tokens"] for s in secs)
                 result = outcome(body, lang, tokens, "stop", self.filters)
                 if result["words"] < cfg.min_words:

@@ -132,3 +132,31 @@ def accepted_extensions(pipeline):
             if (pipeline.dir(k) / "extended.jsonl").exists()
             for r in _read(pipeline.dir(k) / "extended.jsonl") if r["ok"]]
     return pd.DataFrame(rows, columns=["iteration", "growth", "words", "draft_words"] if not rows else None)
+
+
+def data_both_ways(folder: str | Path, iterations: int) -> tuple:
+    """Self-Lengthen's accepted extensions (iterations 1..`iterations`) beside AgentWrite's passing
+    texts, from a run folder: a one-row-per-method table (texts kept, pass rate, mean words,
+    generation seconds, kept words per second) and the kept records of each, for plots."""
+    import pandas as pd
+
+    folder = Path(folder)
+    manifest = folder / "manifest.json"
+    steps = json.loads(manifest.read_text()).get("steps", {}) if manifest.exists() else {}
+    extended = [r for k in range(1, iterations + 1) for r in _read(folder / f"iter_{k}" / "extended.jsonl")]
+    texts = _read(folder / "agentwrite" / "texts.jsonl")
+    kept = {"Self-Lengthen": [r for r in extended if r.get("ok")], "AgentWrite": [t for t in texts if t.get("ok")]}
+    seconds = {
+        "Self-Lengthen": sum(steps.get(f"iter_{k}/{s}", {}).get("seconds", 0.0)
+                             for k in range(1, iterations + 1) for s in ("drafts", "extended")),
+        "AgentWrite": steps.get("agentwrite/data", {}).get("seconds", 0.0),
+    }
+    tried = {"Self-Lengthen": len(extended), "AgentWrite": len(texts)}
+    rows = []
+    for method, ok in kept.items():
+        words = sum(r["words"] for r in ok)
+        rows.append({"method": method, "texts kept": len(ok), "tried": tried[method],
+                     "pass rate": round(len(ok) / max(tried[method], 1), 3),
+                     "mean words": round(words / max(len(ok), 1), 1), "generation s": round(seconds[method]),
+                     "kept words / s": round(words / max(seconds[method], 1e-9), 2)})
+    return pd.DataFrame(rows), kept

@@ -241,3 +241,15 @@ def test_agentwrite_on_the_embedded_model(smol_fp32, tmp_path):
         if t["text"]:
             assert t["words"] == text.count_words(t["text"]) > 0
     assert stats["generated"]["tokens"] > 0
+
+
+def test_headings_come_from_the_plan_lines():
+    assert agentwrite.heading("Introduction: the harbour at dawn and who works there") == "Introduction"
+    assert agentwrite.heading("The Master's Secret") == "The Master's Secret"
+    assert agentwrite.heading("**Early years** - a childhood by the sea") == "Early years"
+    assert agentwrite.heading(" ".join(["word"] * 20)) is None  # a sentence, not a title
+    body = agentwrite.assemble(["Section 1: The tide rose.", "", "It fell."], ["Dawn", "Noon", None])
+    assert body == "## Dawn\n\nThe tide rose.\n\nIt fell."  # an empty section drops its heading too
+    assert agentwrite.assemble(["A.", "B."]) == "A.\n\nB."
+    assert agentwrite.headings(["Dawn: the quay", "Noon"]) == ["Dawn", "Noon"]
+    assert agentwrite.headings(["Dawn", " ".join(["word"] * 20)]) is None

@@ -90,3 +90,23 @@ def test_every_chunk_holds_every_model_for_its_prompts_with_the_same_seed(tmp_pa
     again = Recorder()
     heldout.answer(again, roles, items, files, None, 0, "eval", "eval", chunk=6)
     assert again.batches == []  # resumed: nothing left to answer
+
+
+def test_data_both_ways_counts_kept_texts_and_their_speed(tmp_path):
+    from sltk import analysis, records
+
+    (tmp_path / "iter_1").mkdir()
+    (tmp_path / "agentwrite").mkdir()
+    records.write_jsonl(tmp_path / "iter_1" / "extended.jsonl",
+                        [{"id": "a", "ok": True, "words": 600}, {"id": "b", "ok": False, "words": 900}])
+    records.write_jsonl(tmp_path / "agentwrite" / "texts.jsonl",
+                        [{"id": "a", "ok": True, "words": 1200, "text": "x"}, {"id": "b", "ok": True, "words": 800,
+                                                                             "text": "y"}])
+    records.write_json(tmp_path / "manifest.json", {"steps": {"iter_1/drafts": {"seconds": 100.0},
+                                                              "iter_1/extended": {"seconds": 200.0},
+                                                              "agentwrite/data": {"seconds": 400.0}}})
+    table, kept = analysis.data_both_ways(tmp_path, iterations=2)  # iteration 2 not there yet: counted as none
+    sl, aw = table.set_index("method").loc["Self-Lengthen"], table.set_index("method").loc["AgentWrite"]
+    assert (sl["texts kept"], sl["tried"], sl["pass rate"], sl["mean words"]) == (1, 2, 0.5, 600.0)
+    assert sl["kept words / s"] == 2.0 and aw["kept words / s"] == 5.0 and aw["mean words"] == 1000.0
+    assert [r["id"] for r in kept["AgentWrite"]] == ["a", "b"]
