@@ -10,7 +10,8 @@ import logging
 # bitsandbytes warns at import that an optional CPU kernel package is missing; sltk does not use it.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
-from .backends import ChatRequest, Completion, HFBackend, OpenAIBackend, PromptError, Sampling, ServerError
+from .backends import HFBackend
+from .chat import ChatRequest, Completion, PromptError, Sampling
 from .config import Config, preset
 from .embedded import EmbeddedModelError
 from .models import (
@@ -26,6 +27,7 @@ from .models import (
     use_role,
 )
 from .pipeline import Pipeline
+from .served import OpenAIBackend, ServerError
 
 __version__ = "0.1.0"
 

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import prompts, records, text
-from .backends import ChatRequest, Sampling, derive_seed
+from .chat import ChatRequest, Sampling, derive_seed
 from .config import AgentWriteConfig
 from .lengthen import TOKENS_PER_WORD, outcome
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import records
+from .constraints import BUCKETS, LONGEN_TYPES, bucket, parse_constraint  # noqa: F401  (part of this API)
 
 __all__ = [
     "BENCHMARKS",
@@ -65,23 +66,7 @@ BENCHMARKS = {
 }
 
 LANGS = ("en", "zh")
-LONGEN_TYPES = ("about", "range", "above", "below")
-
-# LongBench-Write buckets on the required length: (low, high, label), high exclusive except the last.
-BUCKETS = ((0, 500, "[0,500)"), (500, 2000, "[500,2000)"), (2000, 4000, "[2000,4000)"), (4000, 20000, "[4000,20000]"))
-ABOVE_BUCKETS = ">20000"
-
 _CJK = re.compile(r"[\u4e00-\u9fff]")
-
-
-def bucket(length: float) -> str:
-    """The LongBench-Write bucket label of a required length; ``">20000"`` beyond the last bucket."""
-    if length < 0:
-        raise ValueError(f"a required length cannot be negative, got {length}")
-    for low, high, label in BUCKETS[:-1]:
-        if low <= length < high:
-            return label
-    return BUCKETS[-1][2] if length <= BUCKETS[-1][1] else ABOVE_BUCKETS
 
 
 def _hint(bench: Benchmark | None) -> str:
@@ -176,8 +161,6 @@ def _length_items(path: Path, bench: Benchmark, lang: str | None) -> list[dict]:
 
 def load_longen(path: str | os.PathLike) -> list[dict]:
     """Load LonGen; each item carries its ``constraint`` and the accepted ``interval`` (a, b) in words."""
-    from .scoring import parse_constraint  # scoring imports this module's bucket()
-
     path = Path(path)
     items = []
     for i, (number, row) in enumerate(_read_rows(path, BENCHMARKS["longen"])):

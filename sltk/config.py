@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from .backends import Sampling
+from .chat import Sampling
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import benchmarks, degradation, judge, records, scoring, text
-from .backends import Sampling
+from .chat import Sampling
 from .judge import JUDGE_SAMPLING
 
 # LongWriter's evaluation sampling (METHOD 2.2); the token cap is the caller's.

@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 
 from . import records, text
-from .backends import ChatRequest, derive_seed
+from .chat import ChatRequest, derive_seed
 
 BASE = "base"
 CONTROL = "control"  # an untrained adapter: the base's weights through the adapter path

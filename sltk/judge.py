@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .backends import ChatRequest, Sampling, derive_seed, render_prompt
+from .chat import ChatRequest, Sampling, derive_seed, render_prompt
 from .scoring import LBW_DIMENSIONS, LONGEN_CRITERIA
 
 __all__ = [

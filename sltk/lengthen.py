@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass, field
 
 from . import prompts, text
-from .backends import ChatRequest, Sampling, derive_seed
+from .chat import ChatRequest, Sampling, derive_seed
 from .config import ExtendConfig
 
 TOKENS_PER_WORD = 1.3  # English, for the embedded tokenizer and most others

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from . import lengthen, records, sft
-from .backends import derive_seed
+from .chat import derive_seed
 from .config import Config
 from .models import ROLES, LoadedModel, add_roles, load_base, load_roles, lora_config, reset_role, save_roles
 from .queries import Deduper, synthesize_round

@@ -20,7 +20,7 @@ import statistics
 from pathlib import Path
 
 from . import records, scoring, sft, text
-from .backends import ChatRequest, derive_seed
+from .chat import ChatRequest, derive_seed
 
 QUALITY_PROXY = "proxy: 100 x (1 - repeated-10-gram rate), halved when the text does not end properly"
 

@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from . import prompts, text
-from .backends import ChatRequest, Sampling, derive_seed
+from .chat import ChatRequest, Sampling, derive_seed
 from .config import QueryConfig
 
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)

@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-from .backends import (
+from .chat import (
     FINISH_REASONS,
     ChatRequest,
     Completion,

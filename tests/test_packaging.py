@@ -36,3 +36,44 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in commands
     readme = (ROOT / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme
+
+
+def _sltk_imports(path: Path, modules: set[str]) -> set[str]:
+    """The sltk modules a module imports, at its top or inside functions."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1:
+                names = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+            elif node.module == "sltk":
+                names = [a.name for a in node.names]
+            elif node.module and node.module.startswith("sltk."):
+                names = [node.module.split(".")[1]]
+            else:
+                continue
+        elif isinstance(node, ast.Import):
+            names = [a.name.split(".")[1] for a in node.names if a.name.startswith("sltk.")]
+        else:
+            continue
+        found.update(n for n in names if n in modules and n != path.stem)
+    return found
+
+
+def test_no_module_imports_another_in_a_cycle():
+    package = Path(__file__).resolve().parents[1] / "sltk"
+    modules = {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+    graph = {m: _sltk_imports(package / f"{m}.py", modules) for m in modules}
+    cycles = []
+
+    def visit(node, path):
+        for dep in sorted(graph[node]):
+            if dep == path[0]:
+                cycles.append(" -> ".join(path + [dep]))
+            elif dep not in path and dep > path[0]:  # each cycle once, from its smallest name
+                visit(dep, path + [dep])
+
+    for m in sorted(modules):
+        visit(m, [m])
+    assert cycles == []
