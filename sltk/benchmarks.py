@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import records
 from .constraints import BUCKETS, LONGEN_TYPES, bucket, parse_constraint  # noqa: F401  (part of this API)
+from .text import LANGUAGES
 
 __all__ = [
     "BENCHMARKS",
@@ -65,7 +66,6 @@ BENCHMARKS = {
     )
 }
 
-LANGS = ("en", "zh")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
@@ -109,8 +109,8 @@ def _field(path, number: int, row: dict, name: str, kind: type):
 
 
 def _check_lang(lang: str | None) -> None:
-    if lang is not None and lang not in LANGS:
-        raise ValueError(f"unknown language {lang!r}; valid: {', '.join(LANGS)} or None")
+    if lang is not None and lang not in LANGUAGES:
+        raise ValueError(f"unknown language {lang!r}; valid: {', '.join(LANGUAGES)} or None")
 
 
 def _is_en_subset(path: Path) -> bool:
@@ -166,8 +166,8 @@ def load_longen(path: str | os.PathLike) -> list[dict]:
     for i, (number, row) in enumerate(_read_rows(path, BENCHMARKS["longen"])):
         values = {name: _field(path, number, row, name, str)
                   for name in ("language", "range", "type", "constraint", "query")}
-        if values["language"] not in LANGS:
-            raise BenchmarkError(f"{path}:{number}: field 'language' must be one of {', '.join(LANGS)}, "
+        if values["language"] not in LANGUAGES:
+            raise BenchmarkError(f"{path}:{number}: field 'language' must be one of {', '.join(LANGUAGES)}, "
                                  f"got {values['language']!r}.")
         if values["type"] not in LONGEN_TYPES:
             raise BenchmarkError(f"{path}:{number}: field 'type' must be one of {', '.join(LONGEN_TYPES)}, "

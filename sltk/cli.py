@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+from . import config as config_module
 
 
 def _prepare(args) -> int:
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("drafts", help="load both roles and draft answers for a few seed queries")
     p.add_argument("--model", default="embedded", help="'embedded', a hub id or a local folder")
     p.add_argument("--quantization", default="nf4", choices=["nf4", "none"])
-    p.add_argument("--seeds", default=str(DATA / "seed_en.jsonl"))
+    p.add_argument("--seeds", default=str(config_module.DATA / "seed_en.jsonl"))
     p.add_argument("-n", type=int, default=8, help="number of seed queries")
     p.add_argument("--max-new-tokens", type=int, default=1024)
     p.add_argument("--batch-size", type=int, default=8)

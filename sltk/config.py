@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from .chat import Sampling
+from .text import LANGUAGES
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -171,7 +172,7 @@ class Config:
     device: str | None = None
     iterations: int = 3
     seed: int = 0
-    languages: tuple[str, ...] = ("en", "zh")
+    languages: tuple[str, ...] = LANGUAGES
     seeds: tuple[str, ...] = (str(DATA / "seed_en.jsonl"), str(DATA / "seed_zh.jsonl"))
     held_out: tuple[str, ...] = (str(DATA / "eval_en.jsonl"),)
     batch_size: int = 32

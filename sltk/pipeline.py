@@ -372,7 +372,7 @@ class Pipeline:
             pool += records.read_jsonl(out / "harvest.jsonl")
             pool = [r for r in pool if r["ok"]]
             final = sft.final_records(pool, c.final.min_words, c.final.max_words, _rng(c.seed, "final"))
-            sft.write_jsonl(final, out / "dataset.jsonl")
+            records.write_jsonl(out / "dataset.jsonl", final)
             sft.save_hf_dataset(final, out / "hf_dataset")
             return {"pool": len(pool), "records": len(final)}
 

@@ -139,13 +139,13 @@ def required_vs_produced(items: list[dict], outputs: dict[str, list[dict]], benc
 
     LonGen items have an accepted interval: the required length is its middle.
     """
-    from . import scoring, text
+    from . import text
 
     fig, ax = plt.subplots(figsize=(6, 5))
     required = [(i["interval"][0] + i["interval"][1]) / 2 if "interval" in i else i["length"] for i in items]
     for model, outs in outputs.items():
-        count = text.count_words if bench == "longen" else scoring.words_longwriter
-        produced = [max(count(o["text"]), 1) for o in outs]
+        convention = "self-lengthen" if bench == "longen" else "longwriter"
+        produced = [max(text.count_words(o["text"], convention), 1) for o in outs]
         ax.scatter(required, produced, s=14, alpha=0.7, label=model)
     lo, hi = min(required + [10]), max(required) * 1.5
     ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")

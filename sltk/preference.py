@@ -70,7 +70,7 @@ def quality_proxy(body: str, lang: str = "en") -> float:
 
 def score(item: dict, body: str, quality: float) -> dict:
     """S_l of the answer against the prompt's required length, the quality, and their mean."""
-    words = scoring.words_longwriter(body) if item.get("lang", "en") == "en" else text.count_words(body)
+    words = text.count_words(body, "longwriter") if item.get("lang", "en") == "en" else text.count_words(body)
     s_l = scoring.length_score(item["required"], words)
     return {"words": words, "S_l": round(s_l, 2), "quality": round(quality, 2),
             "score": round(scoring.combined_score(s_l, quality), 2)}

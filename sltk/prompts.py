@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import re
 
+from .text import LANGUAGES
+
 __all__ = [
-    "LANGS",
     "OMITTED",
     "OUTLINE_PREFILL",
     "SELF_INSTRUCT_STOP",
@@ -29,13 +30,12 @@ __all__ = [
     "self_instruct_messages",
 ]
 
-LANGS = ("en", "zh")
 
 
 def check_lang(lang: str) -> str:
-    """Return ``lang`` if it is one of :data:`LANGS`, else raise ValueError."""
-    if lang not in LANGS:
-        raise ValueError(f"unknown language {lang!r}; valid: {', '.join(LANGS)}")
+    """Return ``lang`` if it is one of :data:`sltk.text.LANGUAGES`, else raise ValueError."""
+    if lang not in LANGUAGES:
+        raise ValueError(f"unknown language {lang!r}; valid: {', '.join(LANGUAGES)}")
     return lang
 
 

@@ -31,16 +31,10 @@ __all__ = [
     "parse_number",
     "ruler_scores",
     "ruler_summary",
-    "words_longwriter",
 ]
 
 LBW_DIMENSIONS = ("Relevance", "Accuracy", "Coherence", "Clarity", "Breadth and Depth", "Reading Experience")
 LONGEN_CRITERIA = ("relevance", "coherence", "accuracy", "consistency", "clarity", "creativity", "engagement")
-
-
-def words_longwriter(text: str) -> int:
-    """Word count under the LongWriter convention (CJK ideographs plus latin-letter words)."""
-    return count_words(text, "longwriter")
 
 
 def _texts(outputs) -> dict[str, str]:
@@ -85,7 +79,7 @@ def longbench_write_scores(items: list[dict], outputs) -> pd.DataFrame:
     rows = []
     for item in items:
         text = texts.get(item["id"])
-        words = words_longwriter(text) if text is not None else 0
+        words = count_words(text, "longwriter") if text is not None else 0
         rows.append({"id": item["id"], "lang": item.get("lang"), "bucket": bucket(item["length"]),
                      "required": item["length"], "words": words, "missing": text is None,
                      "S_l": length_score(item["length"], words)})

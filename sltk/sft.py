@@ -18,7 +18,6 @@ import os
 import random
 from collections.abc import Iterable
 from fractions import Fraction
-from pathlib import Path
 
 from .prompts import check_lang, extension_prompt
 from .text import count_words, detect_language, drop_lines
@@ -36,7 +35,6 @@ __all__ = [
     "save_hf_dataset",
     "to_alpaca",
     "to_hf_dataset",
-    "write_jsonl",
 ]
 
 # --------------------------------------------------------------------------- role records
@@ -258,14 +256,6 @@ def final_records(
 
 
 # --------------------------------------------------------------------------- export
-
-
-def write_jsonl(records: Iterable[dict], path: str | os.PathLike) -> Path:
-    """Write records, one JSON object a line (UTF-8, non-ASCII kept as is); overwrites ``path`` atomically."""
-    from .records import write_jsonl as _write
-
-    _write(path, records)
-    return Path(path)
 
 
 def to_hf_dataset(records: list[dict]):

@@ -22,8 +22,6 @@ __all__ = [
     "check_filters",
     "clean_prefix",
     "count_words",
-    "count_words_lw",
-    "count_words_sl",
     "detect_language",
     "drop_lines",
     "ends_properly",
@@ -32,7 +30,6 @@ __all__ = [
     "has_repeated_ngram",
     "join_units",
     "keep_probabilities",
-    "keep_two_thirds",
     "length_biased_sample",
     "repeated_ngram_rate",
     "split_units",
@@ -70,16 +67,6 @@ def count_words(text: str, convention: str = "self-lengthen") -> int:
     raise ValueError(
         f"unknown word-count convention {convention!r}; valid: {', '.join(CONVENTIONS)}"
     )
-
-
-def count_words_sl(text: str) -> int:
-    """Word count under the Self-Lengthen convention."""
-    return count_words(text, "self-lengthen")
-
-
-def count_words_lw(text: str) -> int:
-    """Word count under the LongWriter convention."""
-    return count_words(text, "longwriter")
 
 
 # --------------------------------------------------------------------------- language
@@ -158,12 +145,6 @@ def first_half(text: str) -> str:
     """The first ⌊n/2⌋ units of ``text``, joined with the separator used to split."""
     units, sep = split_units_with_sep(text)
     return join_units(units[: len(units) // 2], sep)
-
-
-def keep_two_thirds(text: str) -> str:
-    """The first ⌊2n/3⌋ units of ``text``, joined with the separator used to split."""
-    units, sep = split_units_with_sep(text)
-    return join_units(units[: 2 * len(units) // 3], sep)
 
 
 def drop_lines(

@@ -2,7 +2,6 @@ import pytest
 
 from sltk import prompts
 from sltk.prompts import (
-    LANGS,
     SELF_INSTRUCT_STOP,
     extension_prompt,
     judge_messages,
@@ -10,10 +9,11 @@ from sltk.prompts import (
     parse_yes_no,
     self_instruct_messages,
 )
+from sltk.text import LANGUAGES
 
 
 def test_langs():
-    assert LANGS == ("en", "zh")
+    assert LANGUAGES == ("en", "zh")
 
 
 @pytest.mark.parametrize(
@@ -95,7 +95,7 @@ def test_self_instruct_needs_two_examples(examples):
 
 def test_stop_strings_catch_any_further_slot():
     assert SELF_INSTRUCT_STOP == {"en": "\nInstruction", "zh": "\n指令"}
-    for lang in LANGS:
+    for lang in LANGUAGES:
         _, prefill = self_instruct_messages(["a", "b"], lang)
         open_slot = prefill.rsplit("\n", 1)[1]
         assert ("\n" + open_slot.replace("3", "4")).startswith(SELF_INSTRUCT_STOP[lang])

@@ -24,8 +24,8 @@ from sltk.scoring import (
     parse_number,
     ruler_scores,
     ruler_summary,
-    words_longwriter,
 )
+from sltk.text import count_words
 
 
 def words(n: int) -> str:
@@ -52,7 +52,7 @@ def test_length_score_examples_rounded():
 
 def test_longwriter_count():
     # letters-only words count (don't = 2), digits and punctuation do not, each ideograph counts
-    assert words_longwriter("Hello, world! don't 123 你好。") == 6
+    assert count_words("Hello, world! don't 123 你好。", "longwriter") == 6
 
 
 ITEMS = [

@@ -6,6 +6,7 @@ from collections import Counter
 import pytest
 
 from sltk.prompts import extension_prompt
+from sltk.records import write_jsonl
 from sltk.sft import (
     CONSTRAINT_SHARES,
     CONSTRAINT_TYPES,
@@ -17,7 +18,6 @@ from sltk.sft import (
     save_hf_dataset,
     to_alpaca,
     to_hf_dataset,
-    write_jsonl,
 )
 from sltk.text import count_words, drop_lines
 
@@ -284,13 +284,14 @@ def records():
 
 
 def test_jsonl_round_trip(records, tmp_path):
-    path = write_jsonl(records, tmp_path / "out" / "dataset.jsonl")
+    path = tmp_path / "out" / "dataset.jsonl"
+    write_jsonl(path, records)
     raw = path.read_text(encoding="utf-8")
     lines = raw.splitlines()
     assert len(lines) == len(records)
     assert "长江" in raw and "\\u" not in raw
     assert [json.loads(line) for line in lines] == records
-    write_jsonl(records[:1], path)  # overwrites
+    write_jsonl(path, records[:1])  # overwrites
     assert len(path.read_text(encoding="utf-8").splitlines()) == 1
 
 

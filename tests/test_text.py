@@ -10,8 +10,6 @@ from sltk.text import (
     check_filters,
     clean_prefix,
     count_words,
-    count_words_lw,
-    count_words_sl,
     detect_language,
     drop_lines,
     ends_properly,
@@ -20,7 +18,6 @@ from sltk.text import (
     has_repeated_ngram,
     join_units,
     keep_probabilities,
-    keep_two_thirds,
     length_biased_sample,
     repeated_ngram_rate,
     split_units,
@@ -101,8 +98,8 @@ def test_count_empty():
 
 def test_aliases():
     text = "I don't 知道。"
-    assert count_words_sl(text) == count_words(text, "self-lengthen") == 5
-    assert count_words_lw(text) == count_words(text, "longwriter") == 5
+    assert count_words(text) == count_words(text, "self-lengthen") == 5
+    assert count_words(text, "longwriter") == 5
 
 
 def test_unknown_convention_lists_valid_ones():
@@ -184,23 +181,6 @@ def test_first_half_paragraphs():
 def test_first_half_lines():
     assert first_half("l1\nl2\nl3\nl4") == "l1\nl2"
     assert first_half("only one") == ""
-
-
-def test_keep_two_thirds_floor():
-    seven = "\n\n".join(f"P{i}" for i in range(1, 8))
-    assert keep_two_thirds(seven) == "P1\n\nP2\n\nP3\n\nP4"
-    three = "P1\n\nP2\n\nP3"
-    assert keep_two_thirds(three) == "P1\n\nP2"
-    five = "\n\n".join(f"P{i}" for i in range(1, 6))
-    assert keep_two_thirds(five) == "P1\n\nP2\n\nP3"
-
-
-def test_keep_two_thirds_lines():
-    text = "\n".join(f"l{i}" for i in range(1, 7))
-    assert keep_two_thirds(text) == "l1\nl2\nl3\nl4"
-
-
-# --------------------------------------------------------------------------- drop_lines
 
 
 def test_drop_lines_extremes():
