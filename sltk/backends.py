@@ -21,6 +21,7 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from . import progress
 from .chat import (  # noqa: F401  (the request types, importable from here as well)
     FINISH_REASONS,
     STOP_STRINGS,
@@ -260,7 +261,7 @@ class HFBackend:
             for i, role in enumerate(roles):
                 groups.setdefault(role, []).append(i)
         adapters = [ADAPTER_BASE if r == BASE else r for r in roles] if mixed else None
-        bar = self._progress(len(requests), desc)
+        bar = progress.bar(len(requests), desc, enabled=self.show_progress)
         try:
             for role, indices in groups.items():
                 with self._roles(role, mixed), self._attention(), torch.inference_mode():
@@ -324,7 +325,7 @@ class HFBackend:
             raise ValueError(f"next_token_logprobs: requests {short} have fewer than {positions} prompt tokens.")
         out: list[torch.Tensor] = []
         pad = self.tokenizer.pad_token_id
-        bar = self._progress(len(requests), desc)
+        bar = progress.bar(len(requests), desc, enabled=self.show_progress)
         with torch.inference_mode():
             for start in range(0, len(prompts), self.batch_size):
                 chunk = prompts[start : start + self.batch_size]
@@ -372,13 +373,6 @@ class HFBackend:
             yield
         finally:
             base.set_attn_implementation(before)
-
-    def _progress(self, total: int, desc: str):
-        if not self.show_progress:
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, unit="req", dynamic_ncols=True)
 
     def _text(self, tokens: list[int], stops: tuple[str, ...], min_new: int = 0) -> str:
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)

@@ -28,10 +28,14 @@ class QueryConfig:
     min_words: int = 3  # accepted when min_words < words < max_words
     max_words: int = 500
     judge: bool = True  # the base model's yes/no suitability check
-    judge_mode: str = "sample"  # "sample" (upstream) or "logprob" (forced choice between yes and no)
+    judge_mode: str = "sample"  # "sample" (upstream) or "choice" (forced choice between yes and no)
     near_duplicate: float = 0.6  # word-trigram Jaccard similarity counted as a duplicate
     grow_seed_pool: bool = False  # add accepted queries to the pool of examples
     max_new_tokens: int = 256
+
+    def __post_init__(self):
+        if self.judge_mode == "logprob":  # the forced choice's former name, in older run folders
+            self.judge_mode = "choice"
 
 
 @dataclass
@@ -277,7 +281,7 @@ PRESETS: dict[str, dict] = {
         "kv_cache_dtype": "bfloat16",
         "sampling": {"max_new_tokens": 1536},
         # The 135M judge is close to chance when sampled (it rambles); the forced choice never is unclear.
-        "queries": {"per_iteration": 12, "max_tries": 4, "max_new_tokens": 96, "judge_mode": "logprob"},
+        "queries": {"per_iteration": 12, "max_tries": 4, "max_new_tokens": 96, "judge_mode": "choice"},
         # A retry round of a few drafts costs nearly as long as the first round: none here.
         "drafts": {"per_query": 2, "max_tries": 1},
         # With a handful of extensions, length-biased sampling would drop most of them.

@@ -139,18 +139,18 @@ def judge(backend, queries: list[str], lang: str, sampling: Sampling | None = No
     """The base model's yes/no verdict on each query's suitability for a long text (None: unclear).
 
     mode "sample" (upstream): the answer is sampled with the loop's settings and read as yes, no
-    or unclear. mode "logprob": a forced choice, yes when the first answer token is more likely
+    or unclear. mode "choice": a forced choice, yes when the first answer token is more likely
     yes than no; never unclear, which suits small models that ramble instead of answering.
     """
     if not queries:
         return []
     seeds = seeds or [derive_seed(q, "judge") for q in queries]
     reqs = [ChatRequest(prompts.judge_messages(q, lang), role=None, seed=s) for q, s in zip(queries, seeds)]
-    if mode == "logprob":
+    if mode == "choice":
         scores = backend.choice_logprobs(reqs, JUDGE_OPTIONS[lang], desc="judge")
         return [s["yes"] > s["no"] for s in scores]
     if mode != "sample":
-        raise ValueError(f"queries.judge_mode must be 'sample' or 'logprob', got {mode!r}")
+        raise ValueError(f"queries.judge_mode must be 'sample' or 'choice', got {mode!r}")
     settings = (sampling or Sampling()).with_(max_new_tokens=8, stop=(), loop_tokens=0)
     outs = backend.generate(reqs, settings, desc="judge")
     return [prompts.parse_yes_no(o.text, lang) for o in outs]

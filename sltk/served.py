@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
+from . import progress
 from .chat import (
     FINISH_REASONS,
     ChatRequest,
@@ -168,7 +169,7 @@ class OpenAIBackend:
         seeds = request_seeds(requests, seed)
         results: list[Completion | None] = [None] * len(requests)
         started, tokens, error = time.perf_counter(), 0, None
-        bar = self._progress(len(requests), desc)
+        bar = progress.bar(len(requests), desc, enabled=self.show_progress)
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="sltk-served")
         try:
             # Prompts are rendered and answers read here: tokenizers are not shared with the threads.
@@ -218,13 +219,6 @@ class OpenAIBackend:
             "tokens_per_second": tokens / elapsed if elapsed else 0.0,
             "finish_reasons": {r: sum(c.finish_reason == r for c in done) for r in FINISH_REASONS},
         }
-
-    def _progress(self, total: int, desc: str):
-        if not self.show_progress:
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, unit="req", dynamic_ncols=True)
 
     def _body(self, req: ChatRequest, sampling: Sampling, seed: int) -> tuple[str, dict]:
         """The endpoint and JSON body for one request."""

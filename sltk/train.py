@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from .models import LoadedModel, use_role
+from .progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -470,14 +471,6 @@ def _load_finished(model, role: str, out_dir: Path, fingerprint: str) -> dict:
 
 # -- training ---------------------------------------------------------------------------------
 
-def _progress(total: int, initial: int, role: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=f"train {role}", unit="step", dynamic_ncols=True)
-
-
 def train_role(
     loaded: LoadedModel,
     role: str,
@@ -558,8 +551,8 @@ def train_role(
             stats.update(steps=state["step"], epochs=state["step"] / steps_per_epoch, resumed_from_step=state["step"],
                          final_loss=stats["losses"][-1] if stats["losses"] else None)
         loop = _Loop(model, examples, batches, optimizer, scheduler, params, config, _pad_id(loaded.tokenizer))
-        loop.run(state["step"] if state else 0, order, total_steps, steps_per_epoch, stats, ckpt,
-                 stop_after_steps, _progress(total_steps, stats["resumed_from_step"], role, progress))
+        bar = progress_bar(total_steps, f"train {role}", "step", stats["resumed_from_step"], progress)
+        loop.run(state["step"] if state else 0, order, total_steps, steps_per_epoch, stats, ckpt, stop_after_steps, bar)
     if stats["steps"] == total_steps:
         stats["complete"] = True
         _save_adapter(model, role, out_dir, stats)

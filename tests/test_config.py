@@ -48,3 +48,10 @@ def test_yaml_round_trip(tmp_path):
     back = Config.load(tmp_path / "config.yaml")
     assert back == c
     assert back.sampling.stop == c.sampling.stop and isinstance(back.sampling.stop, tuple)
+
+
+def test_the_forced_choice_judge_has_one_name():
+    from sltk.config import QueryConfig
+
+    assert preset("cpu-demo").queries.judge_mode == "choice"
+    assert QueryConfig(judge_mode="logprob").judge_mode == "choice"  # read from an older run folder

@@ -67,13 +67,13 @@ def test_length_selection_is_by_words_and_order_free():
     assert 0.45 < len(a) / len(recs) < 0.75
 
 
-def test_logprob_judge_answers_every_query_and_matches_the_scores(tiny):
+def test_forced_choice_judge_answers_every_query_and_matches_the_scores(tiny):
     from sltk.backends import HFBackend
     from sltk.queries import JUDGE_OPTIONS, judge
 
     backend = HFBackend(tiny, batch_size=4, show_progress=False)
     qs = ["Write a 3000-word history of the bicycle.", "What is 2+2?", "Tell a long saga of two families."]
-    verdicts = judge(backend, qs, "en", mode="logprob")
+    verdicts = judge(backend, qs, "en", mode="choice")
     assert all(v in (True, False) for v in verdicts)  # a forced choice is never unclear
     from sltk import prompts
     from sltk.backends import ChatRequest
