@@ -8,6 +8,7 @@ executed copies go into the run folder next to the data they describe.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -30,10 +31,15 @@ def plan(iterations: int, folder: Path = NOTEBOOKS, prefixes=LOOP) -> list[tuple
 
 
 def run(preset: str, name: str, runs_dir: str | Path = "runs", model: str | None = None,
-        folder: Path = NOTEBOOKS, prefixes=LOOP, log=print) -> Path:
-    """Execute the notebooks whose names start with `prefixes`, for run `runs_dir/name`; returns the run folder."""
+        folder: Path = NOTEBOOKS, prefixes=LOOP, log=print, stream: bool = True) -> Path:
+    """Execute the notebooks whose names start with `prefixes`, for run `runs_dir/name`; returns the run folder.
+
+    With `stream`, what the notebooks print, their progress bars (counts, tokens/s, ETA) included,
+    goes to this process's stdout and stderr as it comes.
+    """
     import papermill
 
+    from . import progress
     from .config import preset as make_preset
 
     config = make_preset(preset, name=name, **({"model": model} if model else {}))
@@ -42,13 +48,18 @@ def run(preset: str, name: str, runs_dir: str | Path = "runs", model: str | None
     out_dir.mkdir(parents=True, exist_ok=True)
     params = {"PRESET": preset, "RUN_NAME": name, "RUNS_DIR": str(run_folder.parent), "MODEL": model or ""}
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if stream:
+        os.environ[progress.ENV] = progress.TEXT  # the kernels inherit it: text bars, streamed here
+    streams = {"stdout_file": sys.stdout, "stderr_file": sys.stderr} if stream else {}
     for book, extra, copy in plan(config.iterations, folder, prefixes):
         start = time.perf_counter()
         label = book.stem + (f" (iteration {extra['ITERATION']})" if extra else "")
         log(f"notebook {label} ...")
         try:
             papermill.execute_notebook(str(book), str(out_dir / copy), parameters={**params, **extra},
-                                       cwd=str(book.parent), kernel_name="python3", progress_bar=False)
+                                       cwd=str(book.parent), kernel_name="python3", progress_bar=False,
+                                       # the kernel's start-up warning about its TCP transport is not news here
+                                       extra_arguments=["--IPKernelApp.log_level=ERROR"], **streams)
         except papermill.PapermillExecutionError as exc:
             raise RuntimeError(f"notebook {label} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
                                f"(the executed copy with the traceback: {out_dir / copy})") from None

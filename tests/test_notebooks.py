@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -90,13 +91,21 @@ def test_the_plan_runs_02_once_per_iteration():
 
 
 @pytest.mark.integration
-def test_notebooks_execute_top_to_bottom_on_the_smoke_preset(tmp_path):
+def test_notebooks_execute_top_to_bottom_on_the_smoke_preset(tmp_path, capsys):
     folder = notebooks.run("smoke", "nb", tmp_path, prefixes=(), log=lambda *_: None)  # all, 04 included
+    streamed = capsys.readouterr()
+    # the kernels' progress bars reach this terminal as they run: counts, rates, time left
+    assert re.search(r"train generator: +\d+%.*\d+/\d+ \[", streamed.err), streamed.err[-2000:]
+    assert "Kernel is running over TCP" not in streamed.err
     executed = sorted((folder / "notebooks").glob("*.ipynb"))
     assert [p.name for p in executed] == sorted(copy for _, _, copy in notebooks.plan(2, prefixes=()))
-    for path in executed:  # every code cell ran
+    for path in executed:  # every code cell ran, and no library warned
         nb = nbformat.read(path, as_version=4)
         assert all(c.execution_count for c in nb.cells if c.cell_type == "code" and c.source.strip()), path.name
+        said = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                       if o.output_type == "stream")
+        warned = re.findall(r".*(?:Warning|WARNING|IProgress|deprecated).*", said)
+        assert not warned, (path.name, warned[:5])
     manifest = json.loads((folder / "manifest.json").read_text())["steps"]
     assert {"iter_1/queries", "iter_2/train_extender", "eval/answers", "final/dataset", "agentwrite/data",
             "agentwrite/train_generator"} <= set(manifest)
