@@ -88,22 +88,42 @@ class LoraSettings:
     top_layers: int | None = None  # adapters on the last N layers only (None: all layers, upstream)
 
 
+LOSSES = ("token", "sequence")
+
+
 @dataclass
-class TrainSettings:
-    """SFT of each role (METHOD 1.2.6): cosine schedule, 10% warm-up, batch 1, token-mean loss."""
+class TrainConfig:
+    """SFT of each role (METHOD 1.2.6), upstream values by default: cosine schedule, 10% warm-up,
+    batch 1, token-mean loss.
+
+    A step is one optimizer update over `grad_accum` batches. A batch holds `batch_size`
+    sequences, or, when `batch_tokens` is set, as many similar-length sequences as fit in that
+    many padded tokens. `save_every` (steps) adds checkpoints between the end-of-epoch ones.
+    """
 
     epochs: int = 4
     extender_epochs: int | None = None  # None: the same as `epochs`
     lr: float = 1e-4
+    scheduler: str = "cosine"  # any name transformers.get_scheduler knows
     warmup_ratio: float = 0.1
     batch_size: int = 1
+    batch_tokens: int | None = None
     grad_accum: int = 1
     max_seq_len: int = 16384
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
     gradient_checkpointing: bool = True
+    seed: int = 0  # data order and adapter initialisation; a run trains with its own `seed`
     save_every: int | None = None  # steps between checkpoints (None: at the end of each epoch)
+    log_every: int = 10
     line_keep_prob: float = 0.8  # random line removal in the Extender's input
-    # "token": the mean over all target tokens of a step (default); "sequence": the mean of per-sequence means
+    # "token": the mean over every target token of the step (LongWriter, METHOD 2.3); "sequence": the mean
+    # of each sequence's own token mean, which gives a long answer's tokens less weight each.
     loss: str = "token"
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"train loss {self.loss!r}: use one of {', '.join(LOSSES)}.")
 
 
 @dataclass
@@ -187,7 +207,7 @@ class Config:
     drafts: DraftConfig = field(default_factory=DraftConfig)
     extend: ExtendConfig = field(default_factory=ExtendConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
-    train: TrainSettings = field(default_factory=TrainSettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
     final: FinalConfig = field(default_factory=FinalConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     agentwrite: AgentWriteConfig = field(default_factory=AgentWriteConfig)

@@ -14,6 +14,7 @@ manifest says so.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -333,14 +334,8 @@ class Pipeline:
             self._adapters_of = None  # the next use reloads both roles from iteration k's folder
 
     def train_config(self, epochs: int, seed: int):
-        """The trainer's settings from the run's `train` section."""
-        from .train import TrainConfig
-
-        t = self.config.train
-        return TrainConfig(epochs=epochs, lr=t.lr, warmup_ratio=t.warmup_ratio, batch_size=t.batch_size,
-                           grad_accum=t.grad_accum, max_seq_len=t.max_seq_len,
-                           gradient_checkpointing=t.gradient_checkpointing, save_every=t.save_every, seed=seed,
-                           loss=t.loss)
+        """The run's `train` section with this training's epochs and seed."""
+        return dataclasses.replace(self.config.train, epochs=epochs, seed=seed)
 
     # -- statistics ---------------------------------------------------------------------------
     def stats(self, k: int) -> dict:

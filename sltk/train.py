@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from .config import LOSSES, TrainConfig  # noqa: F401  (importable from here as well)
 from .models import LoadedModel, use_role
 from .progress import bar as progress_bar
 
@@ -44,7 +45,6 @@ _RESULT_FIELDS = (
     "epochs", "lr", "scheduler", "warmup_ratio", "batch_size", "batch_tokens", "grad_accum",
     "max_seq_len", "weight_decay", "max_grad_norm", "seed", "loss",
 )
-LOSSES = ("token", "sequence")
 
 
 class TrainError(ValueError):
@@ -61,38 +61,6 @@ class SkipRecord(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass
-class TrainConfig:
-    """Training settings (upstream Self-Lengthen values by default).
-
-    A step is one optimizer update over `grad_accum` batches. A batch holds `batch_size`
-    sequences, or, when `batch_tokens` is set, as many similar-length sequences as fit in that
-    many padded tokens. `save_every` (steps) adds checkpoints between the end-of-epoch ones.
-    """
-
-    epochs: int = 4
-    lr: float = 1e-4
-    scheduler: str = "cosine"  # any name transformers.get_scheduler knows
-    warmup_ratio: float = 0.1
-    batch_size: int = 1
-    batch_tokens: int | None = None
-    grad_accum: int = 1
-    max_seq_len: int = 16384
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    gradient_checkpointing: bool = True
-    seed: int = 0
-    save_every: int | None = None
-    log_every: int = 10
-    # "token": the mean over every target token of the step (LongWriter, METHOD 2.3); "sequence": the mean
-    # of each sequence's own token mean, which gives a long answer's tokens less weight each.
-    loss: str = "token"
-
-    def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise TrainError(f"train loss {self.loss!r}: use one of {', '.join(LOSSES)}.")
 
 
 @dataclass

@@ -159,7 +159,7 @@ def test_sequence_mean_loss_gives_long_answers_less_weight():
     # split over accumulated batches, divided by the step's sequences, the parts add up
     split = sequence_mean_loss(logits[:1], labels[:1], 2) + sequence_mean_loss(logits[1:], labels[1:], 2)
     assert split.item() == pytest.approx(seq.item(), rel=1e-6)
-    with pytest.raises(TrainError, match="train loss"):
+    with pytest.raises(ValueError, match="train loss"):
         TrainConfig(loss="mean")
 
 
