@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from sltk import records
+from sltk import heldout, records
 from sltk.analysis import markdown
 from sltk.config import preset
 from sltk.pipeline import Pipeline
@@ -35,13 +35,13 @@ class ShortDrafts(Pipeline):
 
 
 def summary(pipe: Pipeline, ceiling: int, table) -> dict:
-    ext = records.read_jsonl(pipe.dir(1) / "extended.jsonl")
+    ext = records.read_jsonl(pipe.iteration_dir(1) / "extended.jsonl")
     rounds = [m for r in ext for m in r["rounds"]]
     passing = [m for m in rounds if not m["failed"]]
     over = [m for m in rounds if m["candidate_words"] > ceiling]
     accepted = [r for r in ext if r["ok"]]
     return {
-        "drafts_passing": sum(r["ok"] for r in records.read_jsonl(pipe.dir(1) / "drafts.jsonl")),
+        "drafts_passing": sum(r["ok"] for r in records.read_jsonl(pipe.iteration_dir(1) / "drafts.jsonl")),
         "drafts_extended": len({r["draft_id"] for r in ext}),
         "micro_rounds": len(rounds),
         "candidates_passing": len(passing),
@@ -67,7 +67,7 @@ def main() -> None:
     config = preset("cpu-demo", name="ceiling", iterations=1, **{"queries.per_iteration": args.queries})
     pipe = ShortDrafts(config, args.folder, max_draft_words=args.max_draft_words)
     pipe.iteration(1)
-    table = pipe.evaluate()
+    table = heldout.evaluate(pipe)
     result = {"queries": args.queries, "max_draft_words": args.max_draft_words,
               **summary(pipe, args.ceiling, table)}
     RESULTS.mkdir(exist_ok=True)

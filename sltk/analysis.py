@@ -34,9 +34,15 @@ def _filter_report(rows: list[dict]) -> dict:
             "pass_rate": {name: round(1 - n / tries, 3) for name, n in rejected.items()} if tries else {}}
 
 
-def iteration_stats(pipeline, k: int) -> dict:
-    """Counts in and out of every step, filter pass rates, lengths, growth and times of iteration k."""
-    d = pipeline.dir(k)
+def _steps(folder: Path) -> dict:
+    """The finished steps in a run folder's manifest."""
+    manifest = Path(folder) / "manifest.json"
+    return json.loads(manifest.read_text()).get("steps", {}) if manifest.exists() else {}
+
+
+def iteration_stats(folder: str | Path, k: int) -> dict:
+    """Counts in and out of every step, filter pass rates, lengths, growth and times of a run's iteration k."""
+    d = Path(folder) / f"iter_{k}"
     queries = _read(d / "queries.jsonl")
     qstats = json.loads((d / "queries.stats.json").read_text()) if (d / "queries.stats.json").exists() else {}
     rounds = qstats.get("by_round", [])
@@ -44,7 +50,7 @@ def iteration_stats(pipeline, k: int) -> dict:
     drafts, extended = _read(d / "drafts.jsonl"), _read(d / "extended.jsonl")
     ok_drafts = [r for r in drafts if r["ok"]]
     ok_ext = [r for r in extended if r["ok"]]
-    steps = {key.split("/", 1)[1]: v.get("seconds") for key, v in pipeline.manifest["steps"].items()
+    steps = {key.split("/", 1)[1]: v.get("seconds") for key, v in _steps(folder).items()
              if key.startswith(f"iter_{k}/")}
     micro = [m for r in extended for m in r.get("rounds", [])]
     return {
@@ -114,23 +120,22 @@ def iteration_table(stats: list[dict]):
     return pd.DataFrame(rows)
 
 
-def query_log(pipeline, k: int):
-    """Every self-instruct candidate of iteration k with its round and outcome (a DataFrame)."""
+def query_log(folder: str | Path, k: int):
+    """Every self-instruct candidate of a run's iteration k with its round and outcome (a DataFrame)."""
     import pandas as pd
 
-    path = pipeline.dir(k) / "queries.stats.json"
+    path = Path(folder) / f"iter_{k}" / "queries.stats.json"
     rounds = json.loads(path.read_text())["by_round"] if path.exists() else []
     return pd.DataFrame([{"round": r["round"], **e} for r in rounds for e in r.get("log", [])],
                         columns=["round", "query", "outcome"])
 
 
-def accepted_extensions(pipeline):
-    """The accepted extensions of every iteration run so far, with their iteration (a DataFrame)."""
+def accepted_extensions(folder: str | Path, iterations: int):
+    """The accepted extensions of a run's iterations 1..`iterations` so far, with their iteration (a DataFrame)."""
     import pandas as pd
 
-    rows = [{"iteration": k, **r} for k in range(1, pipeline.config.iterations + 1)
-            if (pipeline.dir(k) / "extended.jsonl").exists()
-            for r in _read(pipeline.dir(k) / "extended.jsonl") if r["ok"]]
+    rows = [{"iteration": k, **r} for k in range(1, iterations + 1)
+            for r in _read(Path(folder) / f"iter_{k}" / "extended.jsonl") if r["ok"]]
     return pd.DataFrame(rows, columns=["iteration", "growth", "words", "draft_words"] if not rows else None)
 
 
@@ -141,8 +146,7 @@ def data_both_ways(folder: str | Path, iterations: int) -> tuple:
     import pandas as pd
 
     folder = Path(folder)
-    manifest = folder / "manifest.json"
-    steps = json.loads(manifest.read_text()).get("steps", {}) if manifest.exists() else {}
+    steps = _steps(folder)
     extended = [r for k in range(1, iterations + 1) for r in _read(folder / f"iter_{k}" / "extended.jsonl")]
     texts = _read(folder / "agentwrite" / "texts.jsonl")
     kept = {"Self-Lengthen": [r for r in extended if r.get("ok")], "AgentWrite": [t for t in texts if t.get("ok")]}

@@ -72,7 +72,7 @@ def _report(pipeline, start: float, table) -> None:
 
 
 def _notebooks(args) -> int:
-    from . import notebooks
+    from . import heldout, notebooks
     from .config import preset
     from .pipeline import Pipeline
 
@@ -80,7 +80,7 @@ def _notebooks(args) -> int:
     folder = notebooks.run(args.preset, args.name, args.runs_dir, args.model)
     config = preset(args.preset, name=args.name, **({"model": args.model} if args.model else {}))
     pipeline = Pipeline(config, folder, progress=False)
-    _report(pipeline, start, pipeline.evaluate())  # read back: notebook 03 has evaluated
+    _report(pipeline, start, heldout.evaluate(pipeline))  # read back: notebook 03 has evaluated
     print(f"Executed notebooks: {folder / 'notebooks'}")
     print(f"Figures: {folder / 'figures'}")
     return 0
@@ -134,7 +134,7 @@ def _run(args) -> int:
 
 
 def _agentwrite(args) -> int:
-    from . import records
+    from . import heldout, records
     from .analysis import markdown
     from .pipeline import Pipeline
 
@@ -157,7 +157,7 @@ def _agentwrite(args) -> int:
     adapter = folder / "agentwrite" / "adapters" / "generator"
     info = pipeline.train_generator(data, adapter, "agentwrite/train_generator", config.agentwrite.train_epochs)
     print(f"Generator trained on {len(data)} AgentWrite texts: {info}")
-    table = pipeline.evaluate(extra={"agentwrite": adapter})
+    table = heldout.evaluate(pipeline, extra={"agentwrite": adapter})
     print(f"\nHeld-out prompts ({folder / 'eval' / 'growth.csv'}), ratios to the base with 95% bootstrap intervals:")
     print(markdown(table))
     print(f"finished in {time.perf_counter() - start:.0f} s")
@@ -165,7 +165,7 @@ def _agentwrite(args) -> int:
 
 
 def _train(args) -> int:
-    from . import records
+    from . import heldout, records
     from .pipeline import Pipeline
     from .train import TrainDataError, encode_check
 
@@ -185,7 +185,7 @@ def _train(args) -> int:
     if args.eval:
         from .analysis import markdown
 
-        print(markdown(pipeline.evaluate(extra={label: out})))
+        print(markdown(heldout.evaluate(pipeline, extra={label: out})))
     return 0
 
 

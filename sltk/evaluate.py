@@ -56,8 +56,10 @@ def model_names(iterations: int, wanted=()) -> list[str]:
 
 def generate(pipeline, names: list[str], items: list[dict], s: EvalSettings, folder: Path) -> dict[str, list[dict]]:
     """Each model's answers to the items, in `<folder>/<model>.jsonl` (one shared batch; finished ids reused)."""
-    return pipeline.answer(items, {n: folder / f"{n}.jsonl" for n in names},
-                           EVAL_SAMPLING.with_(max_new_tokens=s.max_new_tokens), s.seed, "bench", folder.name)
+    from .heldout import answer_models
+
+    return answer_models(pipeline, items, {n: folder / f"{n}.jsonl" for n in names},
+                         EVAL_SAMPLING.with_(max_new_tokens=s.max_new_tokens), s.seed, "bench", folder.name)
 
 
 def judged(pipeline, name: str, items: list[dict], outputs: list[dict], kind: str, out: Path,
@@ -68,7 +70,7 @@ def judged(pipeline, name: str, items: list[dict], outputs: list[dict], kind: st
     if out.exists():
         rows = records.read_jsonl(out)
     else:
-        pipeline.roles_of(0)
+        pipeline.load_roles_of(0)
         answered = [{**i, "text": o["text"]} for i, o in zip(items, outputs)]
         if mode == "choice":
             result = judge.judge_choice(pipeline.backend, answered, kind)

@@ -133,3 +133,72 @@ def table(outputs: dict[str, list[dict]], cap: int, base: str = BASE, lang: str 
                  median_x=round(d, 2), median_x_lo=round(d_lo, 2), median_x_hi=round(d_hi, 2))
         rows.append(r)
     return pd.DataFrame(rows)
+
+
+# -- a run's held-out evaluation ---------------------------------------------------------------
+
+def model_adapters(run, names: list[str], extra: dict[str, str | Path] | None = None) -> dict:
+    """Adapter folder of each model name in a run (`sltk.Pipeline`): None for the base, an untrained
+    one for the control arm, iteration k's Generator for generator_iter_<k>, or a folder in `extra`."""
+    extra = extra or {}
+    out = {}
+    for name in names:
+        if name in extra:
+            out[name] = Path(extra[name])
+        elif name == BASE:
+            out[name] = None
+        elif name == CONTROL:
+            out[name] = UNTRAINED
+        else:
+            out[name] = run.iteration_dir(records.model_iteration(name)) / "adapters" / "generator"
+    return out
+
+
+def answer_models(run, items: list[dict], files: dict[str, Path], sampling, seed: int, tag: str, desc: str,
+                  extra: dict[str, str | Path] | None = None) -> dict[str, list[dict]]:
+    """A run's named models (see `model_adapters`) answering `items` in one shared batch, resumable by id."""
+    adapters = model_adapters(run, list(files), extra)
+    pending = any(not p.exists() or len(records.read_jsonl(p, repair_tail=True)) < len(items)
+                  for p in files.values())
+    if not pending:
+        return answer(run.backend, {m: None for m in files}, items, files, sampling, seed, tag, desc)
+    ks = [records.model_iteration(n) for n, f in adapters.items() if isinstance(f, Path) and n not in (extra or {})]
+    run.load_roles_of(max(ks, default=0))  # a PEFT model to load the adapters into
+    with adapters_loaded(run.loaded, adapters) as roles:
+        return answer(run.backend, roles, items, files, sampling, seed, tag, desc, run.config.chunk)
+
+
+def prompts_of(config) -> list[dict]:
+    """The held-out prompts of a configuration (`held_out` files, the first `eval.prompts`)."""
+    found = [r for f in config.held_out for r in records.read_jsonl(f)]
+    return found[: config.eval.prompts] if config.eval.prompts else found
+
+
+def evaluate(run, extra: dict[str, str | Path] | None = None, folder: str | Path | None = None):
+    """A run's held-out growth table: the base, the control arm, each iteration's Generator (and `extra`
+    adapters by name) answering the held-out prompts in one shared batch; resumable by id. Written to
+    `<run>/eval/` (or `folder`) as each model's answers, growth.csv and growth.md."""
+    from .analysis import markdown
+
+    c = run.config
+    items = prompts_of(c)
+    sampling = c.sampling.with_(max_new_tokens=c.eval.max_new_tokens)
+    names = [BASE] + ([CONTROL] if c.eval.control else [])
+    names += [records.model_name(k) for k in range(1, c.iterations + 1)
+              if (run.iteration_dir(k) / "adapters" / "generator").exists()] + list(extra or {})
+    out = Path(folder) if folder else run.folder / "eval"
+    paths = {name: out / f"{name}.jsonl" for name in names}
+    key = "eval/answers" if folder is None else f"{out.relative_to(run.folder)}/answers"
+
+    def step():
+        answer_models(run, items, paths, sampling, c.seed, "eval", "eval", extra)
+        return {"records": len(items) * len(paths), "models": len(paths)}
+
+    if run.done(key) and any(not p.exists() for p in paths.values()):
+        del run.manifest["steps"][key]  # a model was added since: answer for it
+    run.run_step(key, step)
+    answers = {name: records.read_jsonl(p) for name, p in paths.items()}
+    result = table(answers, sampling.max_new_tokens, seed=c.seed)
+    result.to_csv(out / "growth.csv", index=False)
+    (out / "growth.md").write_text(markdown(result))
+    return result

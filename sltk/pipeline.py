@@ -71,7 +71,7 @@ class Pipeline:
         self.manifest["steps"][key] = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
         records.write_json(self.folder / "manifest.json", self.manifest)
 
-    def dir(self, k: int) -> Path:
+    def iteration_dir(self, k: int) -> Path:
         return self.folder / f"iter_{k}"
 
     # -- model --------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ class Pipeline:
                                       kv_dtype=self.config.kv_cache_dtype)
         return self._backend
 
-    def roles_of(self, k: int) -> None:
+    def load_roles_of(self, k: int) -> None:
         """Make the loaded roles those trained in iteration k (0: fresh adapters)."""
         if self._adapters_of == k:
             return
@@ -104,11 +104,11 @@ class Pipeline:
                 for role in ROLES:
                     reset_role(self.loaded, role)
         if k > 0:
-            load_roles(self.loaded, self.dir(k) / "adapters", trainable=True)
+            load_roles(self.loaded, self.iteration_dir(k) / "adapters", trainable=True)
         self._adapters_of = k
 
     @staticmethod
-    def role(k: int, name: str) -> str | None:
+    def adapter_for(k: int, name: str) -> str | None:
         """In iteration 1 both roles are the plain base model; later, the previous iteration's adapter."""
         return name if k > 1 else None
 
@@ -117,8 +117,10 @@ class Pipeline:
         """All iterations, the final dataset, then the held-out growth table (returned)."""
         for k in range(1, self.config.iterations + 1):
             self.iteration(k)
-        self.final()
-        return self.evaluate()
+        self.final_dataset()
+        from . import heldout
+
+        return heldout.evaluate(self)
 
     def iteration(self, k: int) -> dict:
         self.queries(k)
@@ -129,7 +131,8 @@ class Pipeline:
             self.train(k, role)
         return self.stats(k)
 
-    def _timed(self, key: str, fn):
+    def run_step(self, key: str, fn):
+        """Run `fn` as the step `key` unless the manifest has it done; record its seconds and info."""
         if self.done(key):
             return None
         start = time.perf_counter()
@@ -139,7 +142,7 @@ class Pipeline:
 
     # -- step 1: queries ----------------------------------------------------------------------
     def queries(self, k: int) -> None:
-        self._timed(f"iter_{k}/queries", lambda: self._queries(k))
+        self.run_step(f"iter_{k}/queries", lambda: self._queries(k))
 
     def _queries(self, k: int) -> dict:
         """Rounds of self-instruct until each language has its share or the tries are used up.
@@ -148,7 +151,7 @@ class Pipeline:
         write and carry the round number, so a resumed run knows which rounds are complete.
         """
         c, q = self.config, self.config.queries
-        path, stats_path = self.dir(k) / "queries.jsonl", self.dir(k) / "queries.stats.json"
+        path, stats_path = self.iteration_dir(k) / "queries.jsonl", self.iteration_dir(k) / "queries.stats.json"
         have = records.read_jsonl(path, repair_tail=True) if path.exists() else []
         stats = json.loads(stats_path.read_text()) if stats_path.exists() else {"by_round": []}
         seeds = [r for f in c.seeds for r in records.read_jsonl(f)]
@@ -187,7 +190,7 @@ class Pipeline:
         """Queries of the iterations before k."""
         out = []
         for j in range(1, k):
-            p = self.dir(j) / "queries.jsonl"
+            p = self.iteration_dir(j) / "queries.jsonl"
             if p.exists():
                 out += records.read_jsonl(p)
         return out
@@ -195,16 +198,16 @@ class Pipeline:
     # -- step 2: drafts -----------------------------------------------------------------------
     def drafts(self, k: int) -> None:
         def run():
-            qs = records.read_jsonl(self.dir(k) / "queries.jsonl")
+            qs = records.read_jsonl(self.iteration_dir(k) / "queries.jsonl")
             items = [{"id": f"{r['id']}-d{j}", "query_id": r["id"], "query": r["query"], "lang": r["lang"]}
                      for r in qs for j in range(self.config.drafts.per_query)]
             if k > 1:
-                self.roles_of(k - 1)
-            role = self.role(k, "generator")
-            return self._retrying(items, self.dir(k) / "drafts.jsonl", self.config.drafts.max_tries,
+                self.load_roles_of(k - 1)
+            role = self.adapter_for(k, "generator")
+            return self._retrying(items, self.iteration_dir(k) / "drafts.jsonl", self.config.drafts.max_tries,
                                   lambda chunk: lengthen.draft_round(self.backend, chunk, role, self.draft_sampling,
                                                                      self.config.filters))
-        self._timed(f"iter_{k}/drafts", run)
+        self.run_step(f"iter_{k}/drafts", run)
 
     @property
     def draft_sampling(self):
@@ -258,7 +261,7 @@ class Pipeline:
     # -- step 3 and 4: selection and extension ------------------------------------------------
     def kept_drafts(self, k: int) -> tuple[list[dict], list[dict]]:
         """Iteration k's drafts that passed the filters, and those length-biased sampling keeps of them."""
-        drafts = [r for r in records.read_jsonl(self.dir(k) / "drafts.jsonl") if r["ok"]]
+        drafts = [r for r in records.read_jsonl(self.iteration_dir(k) / "drafts.jsonl") if r["ok"]]
         kept = (lengthen.select_by_length(drafts, _rng(self.config.seed, k, "select-drafts"))
                 if self.config.drafts.length_biased else drafts)
         return drafts, kept
@@ -270,15 +273,15 @@ class Pipeline:
             items = [{"id": f"{d['id']}-e{a}", "draft_id": d["id"], "query_id": d["query_id"], "query": d["query"],
                       "lang": d["lang"], "draft": d["text"]} for d in kept for a in range(e.attempts)]
             if k > 1:
-                self.roles_of(k - 1)
+                self.load_roles_of(k - 1)
 
             def attempt(chunk):
                 return lengthen.extension_round(self.backend, [{**it, "text": it["draft"]} for it in chunk],
-                                                self.role(k, "extender"), e, self.config.sampling, self.config.filters,
-                                                trace=e.keep_trace)
-            info = self._retrying(items, self.dir(k) / "extended.jsonl", e.max_tries, attempt)
+                                                self.adapter_for(k, "extender"), e, self.config.sampling,
+                                                self.config.filters, trace=e.keep_trace)
+            info = self._retrying(items, self.iteration_dir(k) / "extended.jsonl", e.max_tries, attempt)
             return {**info, "drafts_ok": len(drafts), "drafts_kept": len(kept)}
-        self._timed(f"iter_{k}/extended", run)
+        self.run_step(f"iter_{k}/extended", run)
 
     def extension_example(self, k: int) -> dict | None:
         """One extension attempt of iteration k with each stage's text, best first.
@@ -286,50 +289,51 @@ class Pipeline:
         Read from the run when it kept traces (`extend.keep_trace`); otherwise the first draft is
         extended once more with the trace on (nothing is written to the run).
         """
-        ext = records.read_jsonl(self.dir(k) / "extended.jsonl") if (self.dir(k) / "extended.jsonl").exists() else []
+        path = self.iteration_dir(k) / "extended.jsonl"
+        ext = records.read_jsonl(path) if path.exists() else []
         traced = [r for r in ext if r["rounds"] and "stage1" in r["rounds"][0]]
         if traced:
             return max(traced, key=lambda r: (r["ok"], r["growth"]))
         if not ext:
             return None
-        self.roles_of(k - 1)
+        self.load_roles_of(k - 1)
         item = {**ext[0], "text": ext[0]["draft"], "seed": derive_seed(self.config.seed, "walkthrough", k)}
-        shown = lengthen.extension_round(self.backend, [item], self.role(k, "extender"), self.config.extend,
+        shown = lengthen.extension_round(self.backend, [item], self.adapter_for(k, "extender"), self.config.extend,
                                          self.config.sampling, self.config.filters, trace=True)[0]
         return {**shown, "draft": ext[0]["draft"]}
 
     # -- step 5: SFT records ------------------------------------------------------------------
     def sft(self, k: int) -> None:
         def run():
-            ext = [r for r in records.read_jsonl(self.dir(k) / "extended.jsonl") if r["ok"]]
+            ext = [r for r in records.read_jsonl(self.iteration_dir(k) / "extended.jsonl") if r["ok"]]
             kept = (lengthen.select_by_length(ext, _rng(self.config.seed, k, "select-extended"))
                     if self.config.extend.length_biased else ext)
             rng = _rng(self.config.seed, k, "line-removal")
             gen = [sft.generator_record(r["query"], r["text"], id=r["id"]) for r in kept]
             extd = [sft.extender_record(r["query"], r["draft"], r["text"], r["lang"], rng,
                                         keep_prob=self.config.train.line_keep_prob, id=r["id"]) for r in kept]
-            records.write_jsonl(self.dir(k) / "sft_generator.jsonl", gen)
-            records.write_jsonl(self.dir(k) / "sft_extender.jsonl", extd)
+            records.write_jsonl(self.iteration_dir(k) / "sft_generator.jsonl", gen)
+            records.write_jsonl(self.iteration_dir(k) / "sft_extender.jsonl", extd)
             return {"extended_ok": len(ext), "records": len(kept)}
-        self._timed(f"iter_{k}/sft", run)
+        self.run_step(f"iter_{k}/sft", run)
 
     # -- step 6: training ---------------------------------------------------------------------
     def train(self, k: int, role: str) -> None:
         def run():
             from .train import train_role
 
-            self.roles_of(k - 1)
-            data = records.read_jsonl(self.dir(k) / f"sft_{role}.jsonl")
+            self.load_roles_of(k - 1)
+            data = records.read_jsonl(self.iteration_dir(k) / f"sft_{role}.jsonl")
             if not data:  # nothing survived this iteration: the role goes on unchanged
-                save_roles(self.loaded, self.dir(k) / "adapters", roles=(role,))
+                save_roles(self.loaded, self.iteration_dir(k) / "adapters", roles=(role,))
                 return {"records": 0, "skipped": "no training data"}
             t = self.config.train
             epochs = t.extender_epochs if role == "extender" and t.extender_epochs is not None else t.epochs
             cfg = self.train_config(epochs, self.config.seed + k)
-            result = train_role(self.loaded, role, data, self.dir(k) / "adapters" / role, cfg,
+            result = train_role(self.loaded, role, data, self.iteration_dir(k) / "adapters" / role, cfg,
                                 resume=True, progress=self.progress)
             return {"records": len(data), "final_loss": result.get("final_loss")}
-        self._timed(f"iter_{k}/train_{role}", run)
+        self.run_step(f"iter_{k}/train_{role}", run)
         if all(self.done(f"iter_{k}/train_{r}") for r in ROLES):
             self._adapters_of = None  # the next use reloads both roles from iteration k's folder
 
@@ -341,18 +345,18 @@ class Pipeline:
     def stats(self, k: int) -> dict:
         from .analysis import iteration_stats
 
-        result = iteration_stats(self, k)
-        records.write_json(self.dir(k) / "stats.json", result)
+        result = iteration_stats(self.folder, k)
+        records.write_json(self.iteration_dir(k) / "stats.json", result)
         return result
 
     # -- after the last iteration -------------------------------------------------------------
-    def final(self) -> Path:
+    def final_dataset(self) -> Path:
         K, c = self.config.iterations, self.config
         out = self.folder / "final"
 
         def harvest():
-            self.roles_of(K)
-            qs = records.read_jsonl(self.dir(K) / "queries.jsonl")
+            self.load_roles_of(K)
+            qs = records.read_jsonl(self.iteration_dir(K) / "queries.jsonl")
             items = [{"id": f"{r['id']}-h{j}", "query_id": r["id"], "query": r["query"], "lang": r["lang"]}
                      for r in qs for j in range(c.final.harvest_per_query)]
             return self._retrying(items, out / "harvest.jsonl", c.drafts.max_tries,
@@ -363,7 +367,7 @@ class Pipeline:
             pool = []
             for j in range(1, K + 1):
                 for name in ("drafts.jsonl", "extended.jsonl"):
-                    pool += records.read_jsonl(self.dir(j) / name)
+                    pool += records.read_jsonl(self.iteration_dir(j) / name)
             pool += records.read_jsonl(out / "harvest.jsonl")
             pool = [r for r in pool if r["ok"]]
             final = sft.final_records(pool, c.final.min_words, c.final.max_words, _rng(c.seed, "final"))
@@ -371,8 +375,8 @@ class Pipeline:
             sft.save_hf_dataset(final, out / "hf_dataset")
             return {"pool": len(pool), "records": len(final)}
 
-        self._timed("final/harvest", harvest)
-        self._timed("final/dataset", dataset)
+        self.run_step("final/harvest", harvest)
+        self.run_step("final/dataset", dataset)
         return out / "dataset.jsonl"
 
 
@@ -383,8 +387,8 @@ class Pipeline:
         aw, c = self.config.agentwrite, self.config
         if aw.queries:
             files = [Path(aw.queries)]
-        elif (self.dir(1) / "queries.jsonl").exists() and self.done("iter_1/queries"):
-            files = [self.dir(1) / "queries.jsonl"]
+        elif (self.iteration_dir(1) / "queries.jsonl").exists() and self.done("iter_1/queries"):
+            files = [self.iteration_dir(1) / "queries.jsonl"]
         else:
             files = [Path(f) for f in c.seeds]
         rows = [r for f in files for r in records.read_jsonl(f)]
@@ -403,13 +407,13 @@ class Pipeline:
         c = self.config
 
         def run():
-            self.roles_of(0)
+            self.load_roles_of(0)
             writer = AgentWrite(self.backend, folder, c.agentwrite, c.sampling, seed=c.seed, chunk=c.chunk,
                                 filters=c.filters, progress=self.progress)
             stats = writer.run(self.agentwrite_prompts())
             return {"records": stats["ok"], "prompts": stats["prompts"]}
 
-        self._timed("agentwrite/data", run)
+        self.run_step("agentwrite/data", run)
         return json.loads((folder / "stats.json").read_text())
 
     def train_generator(self, data: list[dict], out: Path, key: str, epochs: int | None = None) -> dict:
@@ -418,14 +422,14 @@ class Pipeline:
 
         def run():
             self._adapters_of = None
-            self.roles_of(0)  # fresh weights, the same however the roles got here
+            self.load_roles_of(0)  # fresh weights, the same however the roles got here
             cfg = self.train_config(epochs or self.config.train.epochs, self.config.seed)
             result = train_role(self.loaded, "generator", data, out, cfg, resume=True, progress=self.progress)
             self._adapters_of = None  # the trained weights are not iteration 0's roles
             return {"records": len(data), "final_loss": result.get("final_loss"), "steps": result.get("steps"),
                     "tokens_per_second": round(result["tokens"] / max(result["seconds"], 1e-9), 1)}
 
-        return self._timed(key, run) or self.manifest["steps"][key]
+        return self.run_step(key, run) or self.manifest["steps"][key]
 
     # -- preference pairs --------------------------------------------------------------------
     def preference_pairs(self, adapter: str | Path, k: int = 4, lengths: tuple[int, ...] = (),
@@ -441,7 +445,7 @@ class Pipeline:
         c, folder = self.config, self.folder / "dpo"
         items = preference.with_length(prompts if prompts is not None else self.agentwrite_prompts(), list(lengths))
         sampling = c.sampling.with_(max_new_tokens=c.eval.max_new_tokens)
-        self.roles_of(0)
+        self.load_roles_of(0)
         with heldout.adapters_loaded(self.loaded, {"dpo_policy": Path(adapter)}) as roles:
             samples = preference.sample(self.backend, items, roles["dpo_policy"], k, sampling, c.seed,
                                         folder / "samples.jsonl", c.chunk)
@@ -457,75 +461,6 @@ class Pipeline:
         records.write_jsonl(folder / "pairs.jsonl", pairs)
         records.write_json(folder / "stats.json", {**stats, "k": k, "adapter": str(adapter)})
         return stats
-
-    # -- held-out lengths ----------------------------------------------------------------------
-    def model_adapters(self, names: list[str], extra: dict[str, str | Path] | None = None) -> dict:
-        """Adapter folder of each model name: None for the base, an untrained one for the control arm,
-        iteration k's Generator for generator_iter_<k>, or a folder given in `extra`."""
-        from .heldout import BASE, CONTROL, UNTRAINED
-
-        extra = extra or {}
-        out = {}
-        for name in names:
-            if name in extra:
-                out[name] = Path(extra[name])
-            elif name == BASE:
-                out[name] = None
-            elif name == CONTROL:
-                out[name] = UNTRAINED
-            else:
-                out[name] = self.dir(records.model_iteration(name)) / "adapters" / "generator"
-        return out
-
-    def answer(self, items: list[dict], files: dict[str, Path], sampling, seed: int, tag: str, desc: str,
-               extra: dict[str, str | Path] | None = None) -> dict[str, list[dict]]:
-        """Answers of the named models (see `model_adapters`) to `items`, one shared batch, resumable by id."""
-        from . import heldout
-
-        adapters = self.model_adapters(list(files), extra)
-        pending = any(not p.exists() or len(records.read_jsonl(p, repair_tail=True)) < len(items)
-                      for p in files.values())
-        if not pending:
-            return heldout.answer(self.backend, {m: None for m in files}, items, files, sampling, seed, tag, desc)
-        ks = [records.model_iteration(n) for n, f in adapters.items()
-              if isinstance(f, Path) and n not in (extra or {})]
-        self.roles_of(max(ks, default=0))  # a PEFT model to load the adapters into
-        with heldout.adapters_loaded(self.loaded, adapters) as roles:
-            return heldout.answer(self.backend, roles, items, files, sampling, seed, tag, desc, self.config.chunk)
-
-    def heldout_prompts(self) -> list[dict]:
-        c = self.config
-        prompts = [r for f in c.held_out for r in records.read_jsonl(f)]
-        return prompts[: c.eval.prompts] if c.eval.prompts else prompts
-
-    def evaluate(self, extra: dict[str, str | Path] | None = None, folder: str | Path | None = None):
-        """The held-out growth table: the base, the control arm, each iteration's Generator (and `extra`
-        adapters by name), answering the held-out prompts in one shared batch; resumable by id."""
-        from . import heldout
-        from .analysis import markdown
-
-        c = self.config
-        prompts = self.heldout_prompts()
-        sampling = c.sampling.with_(max_new_tokens=c.eval.max_new_tokens)
-        names = [heldout.BASE] + ([heldout.CONTROL] if c.eval.control else [])
-        names += [records.model_name(k) for k in range(1, c.iterations + 1)
-                  if (self.dir(k) / "adapters" / "generator").exists()] + list(extra or {})
-        out = Path(folder) if folder else self.folder / "eval"
-        paths = {name: out / f"{name}.jsonl" for name in names}
-        key = "eval/answers" if folder is None else f"{out.relative_to(self.folder)}/answers"
-
-        def run():
-            self.answer(prompts, paths, sampling, c.seed, "eval", "eval", extra)
-            return {"records": len(prompts) * len(paths), "models": len(paths)}
-
-        if self.done(key) and any(not p.exists() for p in paths.values()):
-            del self.manifest["steps"][key]  # a model was added since: answer for it
-        self._timed(key, run)
-        answers = {name: records.read_jsonl(p) for name, p in paths.items()}
-        table = heldout.table(answers, sampling.max_new_tokens, seed=c.seed)
-        table.to_csv(out / "growth.csv", index=False)
-        (out / "growth.md").write_text(markdown(table))
-        return table
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

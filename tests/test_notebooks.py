@@ -20,8 +20,11 @@ REQUIRED = ("00_", "01_", "02_", "03_", "04_", "05_")
 
 
 def _code(book: Path) -> str:
+    """The notebook's code as Python, IPython's magics (`%pip ...`) turned into the calls they make."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
     nb = nbformat.read(book, as_version=4)
-    return "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    return "\n".join(TransformerManager().transform_cell(c.source) for c in nb.cells if c.cell_type == "code")
 
 
 def test_the_required_notebooks_exist_in_order():
