@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import benchmarks, degradation, judge, records, scoring, text
+from . import degradation, eval_sets, judge, records, scoring, text
 from .chat import Sampling
 from .judge import JUDGE_SAMPLING
 
@@ -113,9 +113,9 @@ def run(pipeline, s: EvalSettings) -> pd.DataFrame:
     """Generate, score and plot; write results.csv/.md and figures into `<run>/bench/<benchmark>/`."""
     from . import analysis, plots
 
-    path = benchmarks.resolve(s.benchmark)
-    bench = benchmarks.guess(path)
-    items = select(benchmarks.load(path), s)
+    path = eval_sets.resolve(s.benchmark)
+    bench = eval_sets.guess(path)
+    items = select(eval_sets.load(path), s)
     if not items:
         raise ValueError(f"No item of {path} is left after the filters (lang={s.lang}, max_length={s.max_length}).")
     folder = pipeline.folder / "bench" / path.stem

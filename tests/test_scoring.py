@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sltk.benchmarks import load_longen
+from sltk.eval_sets import load_longen
 from sltk.scoring import (
     LBW_DIMENSIONS,
     LONGEN_CRITERIA,

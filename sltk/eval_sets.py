@@ -72,7 +72,7 @@ _CJK = re.compile(r"[\u4e00-\u9fff]")
 def _hint(bench: Benchmark | None) -> str:
     if bench is None:
         return "Benchmark files come from THUDM/LongWriter (evaluation/) and QwenLM/Self-Lengthen (eval/)."
-    return (f"Get the official file with sltk.benchmarks.fetch({bench.name!r}, DEST) "
+    return (f"Get the official file with sltk.eval_sets.fetch({bench.name!r}, DEST) "
             f"or download it from {bench.url}")
 
 
@@ -260,7 +260,7 @@ def fetch(name: str, dest: str | os.PathLike, timeout: float = 60.0) -> Path:
             data = response.read()
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         raise BenchmarkError(f"could not download {bench.url} ({exc}). Without network access, download the file "
-                             f"elsewhere and pass its path to sltk.benchmarks.load.") from exc
+                             f"elsewhere and pass its path to sltk.eval_sets.load.") from exc
     tmp = target.with_name(target.name + ".part")
     tmp.write_bytes(data)
     try:

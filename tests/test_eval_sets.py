@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from sltk import benchmarks
-from sltk.benchmarks import BenchmarkError, bucket, load, load_longbench_write, load_longen, load_longwrite_ruler
+from sltk import eval_sets
+from sltk.eval_sets import BenchmarkError, bucket, load, load_longbench_write, load_longen, load_longwrite_ruler
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
-def eval_sets() -> Path:
+def official_files() -> Path:
     """The folder of official benchmark files: SLTK_EVAL_SETS, else ../shared/eval_sets beside the repository."""
     root = Path(os.environ.get("SLTK_EVAL_SETS") or Path(__file__).resolve().parents[2] / "shared" / "eval_sets")
     if not (root / "longbench_write.jsonl").is_file():
@@ -43,7 +43,7 @@ LONGEN_ROWS = [
 
 
 def test_longbench_write_official():
-    items = load_longbench_write(eval_sets() / "longbench_write.jsonl")
+    items = load_longbench_write(official_files() / "longbench_write.jsonl")
     assert len(items) == 120
     assert [it["id"] for it in items[:2]] == ["lbw-000", "lbw-001"]
     assert len({it["id"] for it in items}) == 120
@@ -57,7 +57,7 @@ def test_longbench_write_official():
 
 
 def test_longbench_write_en_subset_is_english():
-    items = load_longbench_write(eval_sets() / "longbench_write_en.jsonl")
+    items = load_longbench_write(official_files() / "longbench_write_en.jsonl")
     assert len(items) == 60
     assert {it["lang"] for it in items} == {"en"}
     assert items[0]["id"] == "lbw-en-000" and items[0]["benchmark"] == "longbench_write_en"
@@ -66,7 +66,7 @@ def test_longbench_write_en_subset_is_english():
 
 
 def test_ruler_official():
-    items = load_longwrite_ruler(eval_sets() / "longwrite_ruler.jsonl")
+    items = load_longwrite_ruler(official_files() / "longwrite_ruler.jsonl")
     assert len(items) == 48
     assert Counter(it["length"] for it in items) == {n: 8 for n in (1000, 2000, 5000, 10000, 20000, 30000)}
     assert Counter(it["lang"] for it in items) == {"en": 24, "zh": 24}
@@ -74,7 +74,7 @@ def test_ruler_official():
 
 
 def test_longen_official():
-    items = load_longen(eval_sets() / "LonGen.jsonl")
+    items = load_longen(official_files() / "LonGen.jsonl")
     assert len(items) == 240
     assert Counter(it["lang"] for it in items) == {"en": 120, "zh": 120}
     assert Counter(it["type"] for it in items) == {t: 60 for t in ("about", "range", "above", "below")}
@@ -83,7 +83,7 @@ def test_longen_official():
 
 
 def test_load_by_name_and_path():
-    root = eval_sets()
+    root = official_files()
     assert len(load("longbench_write", root=root)) == 120
     assert len(load("LonGen", root=root)) == 240
     assert len(load(root / "longwrite_ruler.jsonl")) == 48
@@ -112,9 +112,9 @@ def test_guess_from_fields(tmp_path):
     lbw = write_rows(tmp_path / "a.jsonl", LBW_ROWS)
     longen = write_rows(tmp_path / "b.jsonl", LONGEN_ROWS)
     ruler = write_rows(tmp_path / "my_ruler.jsonl", LBW_ROWS)
-    assert benchmarks.guess(lbw) == "longbench_write"
-    assert benchmarks.guess(longen) == "longen"
-    assert benchmarks.guess(ruler) == "longwrite_ruler"
+    assert eval_sets.guess(lbw) == "longbench_write"
+    assert eval_sets.guess(longen) == "longen"
+    assert eval_sets.guess(ruler) == "longwrite_ruler"
     assert load(ruler)[0]["id"] == "ruler-000"
     got = load(longen)
     assert got[0]["interval"] == pytest.approx((1600, 2400))
@@ -131,9 +131,9 @@ def test_locate_needs_a_folder(monkeypatch, tmp_path):
     with pytest.raises(BenchmarkError, match="SLTK_EVAL_SETS"):
         load("longbench_write")
     monkeypatch.setenv("SLTK_EVAL_SETS", str(tmp_path))
-    assert benchmarks.locate("longen") == tmp_path / "LonGen.jsonl"
+    assert eval_sets.locate("longen") == tmp_path / "LonGen.jsonl"
     with pytest.raises(ValueError, match="unknown benchmark"):
-        benchmarks.locate("mmlu")
+        eval_sets.locate("mmlu")
 
 
 def test_bucket_edges():
@@ -219,20 +219,20 @@ class FakeResponse:
 def test_fetch_writes_and_checks(monkeypatch, tmp_path):
     body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in LBW_ROWS).encode()
     urls = []
-    monkeypatch.setattr(benchmarks.urllib.request, "urlopen",
+    monkeypatch.setattr(eval_sets.urllib.request, "urlopen",
                         lambda url, timeout: urls.append(url) or FakeResponse(body))
-    path = benchmarks.fetch("longbench_write", tmp_path)
+    path = eval_sets.fetch("longbench_write", tmp_path)
     assert path == tmp_path / "longbench_write.jsonl"
-    assert urls == [benchmarks.BENCHMARKS["longbench_write"].url]
+    assert urls == [eval_sets.BENCHMARKS["longbench_write"].url]
     assert urls[0].startswith("https://raw.githubusercontent.com/THUDM/LongWriter/")
     assert urls[0].endswith("/evaluation/longbench_write.jsonl")
     assert len(load(path)) == 2
 
 
 def test_fetch_rejects_a_bad_download(monkeypatch, tmp_path):
-    monkeypatch.setattr(benchmarks.urllib.request, "urlopen", lambda url, timeout: FakeResponse(b"<html>"))
+    monkeypatch.setattr(eval_sets.urllib.request, "urlopen", lambda url, timeout: FakeResponse(b"<html>"))
     with pytest.raises(BenchmarkError, match="invalid JSON"):
-        benchmarks.fetch("longen", tmp_path)
+        eval_sets.fetch("longen", tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -240,15 +240,15 @@ def test_fetch_offline(monkeypatch, tmp_path):
     def offline(url, timeout):
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(benchmarks.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(eval_sets.urllib.request, "urlopen", offline)
     with pytest.raises(BenchmarkError, match="could not download .*Self-Lengthen.*LonGen.jsonl"):
-        benchmarks.fetch("longen", tmp_path / "LonGen.jsonl")
+        eval_sets.fetch("longen", tmp_path / "LonGen.jsonl")
     with pytest.raises(ValueError, match="unknown benchmark"):
-        benchmarks.fetch("nope", tmp_path)
+        eval_sets.fetch("nope", tmp_path)
 
 
 def test_official_urls():
-    urls = {name: b.url for name, b in benchmarks.BENCHMARKS.items()}
+    urls = {name: b.url for name, b in eval_sets.BENCHMARKS.items()}
     assert urls["longen"].startswith("https://raw.githubusercontent.com/QwenLM/Self-Lengthen/")
     assert urls["longen"].endswith("/eval/LonGen.jsonl")
     for name in ("longbench_write_en", "longwrite_ruler"):
