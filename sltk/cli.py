@@ -53,10 +53,17 @@ def _demo(args) -> int:
 
 
 def _parse_value(raw: str):
-    """A --set value: YAML scalars and lists (numbers, true/false, null, [a, b])."""
+    """A --set value: YAML scalars and lists (numbers, true/false, null, [a, b]); "3e-4" is a number too
+    (YAML 1.1 reads an exponent without a dot as text)."""
     import yaml
 
-    return yaml.safe_load(raw)
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value.lower() for c in ".en") else int(value)
+        except ValueError:
+            pass
+    return value
 
 
 def _report(pipeline, start: float, table) -> None:

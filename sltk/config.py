@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from .chat import Sampling
-from .text import LANGUAGES
+from .text import FILTERS, LANGUAGES
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -220,7 +220,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict) -> Config:
-        return _build(cls, data, "config")
+        return check(_build(cls, data, "config"))
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
@@ -235,24 +235,165 @@ def _plain(value):
     return value
 
 
+class ConfigError(ValueError):
+    """A setting that cannot work: its dotted name, the value, what it must be."""
+
+
 def _build(cls, data: dict, where: str):
-    """Build dataclass `cls` from a nested dict, refusing unknown keys with their dotted name."""
+    """Build dataclass `cls` from a nested dict, refusing unknown keys and wrong types with their dotted name."""
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__} {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{where}: unknown setting(s) {unknown}; valid: {sorted(fields)}")
+        raise ConfigError(f"{where}: unknown setting(s) {unknown}; valid: {sorted(fields)}")
     kwargs = {}
+    defaults = cls()
     for name, value in data.items():
-        default = getattr(cls(), name) if name in fields else None
+        default = getattr(defaults, name)
+        key = f"{where}.{name}".removeprefix("config.")
         if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value, f"{where}.{name}")
-        elif isinstance(default, tuple):
+            kwargs[name] = _build(type(default), value, key)
+        elif isinstance(default, tuple) or _annotation(fields[name]).startswith("tuple"):
+            if isinstance(value, str) or not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{key} = {value!r}: expected a list, e.g. [{value!r}]")
             kwargs[name] = tuple(value)
         else:
-            kwargs[name] = value
+            kwargs[name] = _typed(key, value, _annotation(fields[name]))
     return cls(**kwargs)
+
+
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _annotation(f: dataclasses.Field) -> str:
+    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+
+
+def _typed(key: str, value, annotation: str):
+    """`value` checked against a simple annotation ("int", "float | None", ...); ints pass as floats."""
+    names = [t.strip() for t in annotation.split("|")]
+    if value is None and "None" in names:
+        return value
+    for name in names:
+        kind = _TYPES.get(name)
+        if kind is None:
+            continue
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value) if isinstance(value, int) else value
+        if kind is str and isinstance(value, str):
+            return value
+    if not any(n in _TYPES for n in names):
+        return value  # a type this check does not know
+    raise ConfigError(f"{key} = {value!r}: expected {annotation.replace('None', 'null')}, got {type(value).__name__}")
+
+
+def _positive(v):
+    return v is None or v > 0
+
+
+# (setting, test, what it must be); a None value passes wherever None is allowed by the type.
+RULES = (
+    ("iterations", lambda v: v >= 1, "at least 1"),
+    ("batch_size", lambda v: v >= 1, "at least 1"),
+    ("chunk", lambda v: v >= 1, "at least 1"),
+    ("languages", lambda v: len(v) > 0 and set(v) <= set(LANGUAGES), f"a non-empty list of {list(LANGUAGES)}"),
+    ("filters", lambda v: set(v) <= set(FILTERS), f"a list of {list(FILTERS)}"),
+    ("seeds", lambda v: len(v) > 0, "at least one seed file"),
+    ("sampling.temperature", lambda v: v >= 0, "0 (greedy) or more"),
+    ("sampling.top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("sampling.top_k", lambda v: v >= 0, "0 (off) or more"),
+    ("sampling.repetition_penalty", lambda v: v > 0, "above 0 (1 is off)"),
+    ("sampling.max_new_tokens", lambda v: v >= 1, "at least 1"),
+    ("sampling.loop_ngram", lambda v: v >= 1, "at least 1"),
+    ("sampling.loop_tokens", lambda v: v >= 0, "0 (off) or more"),
+    ("queries.per_iteration", lambda v: v >= 1, "at least 1"),
+    ("queries.examples", lambda v: v >= 0, "0 or more"),
+    ("queries.max_tries", lambda v: v >= 1, "at least 1"),
+    ("queries.min_words", lambda v: v >= 0, "0 or more"),
+    ("queries.max_words", lambda v: v >= 1, "at least 1"),
+    ("queries.judge_mode", lambda v: v in ("sample", "choice"), "'sample' or 'choice'"),
+    ("queries.near_duplicate", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("queries.max_new_tokens", lambda v: v >= 1, "at least 1"),
+    ("drafts.per_query", lambda v: v >= 1, "at least 1"),
+    ("drafts.max_tries", lambda v: v >= 1, "at least 1"),
+    ("drafts.max_new_tokens", _positive, "null or at least 1"),
+    ("extend.attempts", lambda v: v >= 1, "at least 1"),
+    ("extend.micro_rounds", lambda v: v >= 1, "at least 1"),
+    ("extend.min_growth", lambda v: v >= 1, "at least 1 (an extension must be longer than its draft)"),
+    ("extend.max_tries", lambda v: v >= 1, "at least 1"),
+    ("extend.keep_fraction", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("extend.stage_cap", lambda v: v is None or v > 1, "null or above 1"),
+    ("extend.stage2_min_growth", lambda v: v is None or v >= 1, "null or at least 1"),
+    ("lora.r", lambda v: v >= 1, "at least 1"),
+    ("lora.alpha", lambda v: v > 0, "above 0"),
+    ("lora.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("lora.top_layers", _positive, "null (all layers) or at least 1"),
+    ("train.epochs", lambda v: v >= 1, "at least 1"),
+    ("train.extender_epochs", lambda v: v is None or v >= 1, "null or at least 1"),
+    ("train.lr", lambda v: v > 0, "above 0, e.g. 1e-4"),
+    ("train.warmup_ratio", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.batch_size", lambda v: v >= 1, "at least 1"),
+    ("train.batch_tokens", _positive, "null or at least 1"),
+    ("train.grad_accum", lambda v: v >= 1, "at least 1"),
+    ("train.max_seq_len", lambda v: v >= 8, "at least 8 tokens"),
+    ("train.weight_decay", lambda v: v >= 0, "0 or more"),
+    ("train.max_grad_norm", lambda v: v > 0, "above 0"),
+    ("train.save_every", _positive, "null or at least 1"),
+    ("train.line_keep_prob", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("final.harvest_per_query", lambda v: v >= 1, "at least 1"),
+    ("final.min_words", lambda v: v >= 0, "0 or more"),
+    ("eval.prompts", lambda v: v >= 0, "0 (all) or more"),
+    ("eval.max_new_tokens", lambda v: v >= 1, "at least 1"),
+    ("agentwrite.prompts", lambda v: v >= 0, "0 (all) or more"),
+    ("agentwrite.plan_style", lambda v: v in ("longwriter", "outline"), "'longwriter' or 'outline'"),
+    ("agentwrite.sections", lambda v: v >= 1, "at least 1"),
+    ("agentwrite.min_sections", lambda v: v >= 1, "at least 1"),
+    ("agentwrite.max_sections", lambda v: v >= 1, "at least 1"),
+    ("agentwrite.plan_tries", lambda v: v >= 1, "at least 1"),
+    ("agentwrite.plan_temperature", lambda v: v >= 0, "0 or more"),
+    ("agentwrite.plan_max_new_tokens", lambda v: v >= 1, "at least 1"),
+    ("agentwrite.words_per_section", lambda v: v >= 1, "at least 1"),
+    ("agentwrite.min_section_words", lambda v: v >= 1, "at least 1"),
+    ("agentwrite.section_cap", lambda v: v >= 1, "at least 1"),
+    ("agentwrite.context_words", _positive, "null (all of it) or at least 1"),
+    ("agentwrite.section_tries", lambda v: v >= 0, "0 or more"),
+    ("agentwrite.min_words", lambda v: v >= 0, "0 or more"),
+    ("agentwrite.train_epochs", _positive, "null or at least 1"),
+)
+# Pairs that must be ordered: (lower, upper).
+ORDERED = (
+    ("queries.min_words", "queries.max_words"),
+    ("final.min_words", "final.max_words"),
+    ("agentwrite.min_sections", "agentwrite.max_sections"),
+    ("agentwrite.min_section_words", "agentwrite.max_section_words"),
+)
+
+
+def _get(config, key: str):
+    for part in key.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def check(config: Config) -> Config:
+    """Refuse settings that cannot work, naming each with its value and what it must be."""
+    problems = []
+    for key, test, must in RULES:
+        value = _get(config, key)
+        if not test(value):
+            problems.append(f"{key} = {value!r} must be {must}")
+    for low, high in ORDERED:
+        if _get(config, low) > _get(config, high):
+            problems.append(f"{low} = {_get(config, low)!r} must not exceed {high} = {_get(config, high)!r}")
+    if problems:
+        raise ConfigError("Settings that cannot work: " + "; ".join(problems) +
+                          ". Change them with --set KEY=VALUE (or in config.yaml).")
+    return config
 
 
 def merge(config: Config, changes: dict) -> Config:
@@ -353,6 +494,6 @@ def preset(preset_name: str, **changes) -> Config:
     The run is named after the preset unless `name=` is among the changes.
     """
     if preset_name not in PRESETS:
-        raise ValueError(f"Unknown preset '{preset_name}'; choose one of {sorted(PRESETS)}.")
+        raise ConfigError(f"Unknown preset '{preset_name}'; choose one of {sorted(PRESETS)}.")
     config = merge(Config(name=preset_name), PRESETS[preset_name])
     return merge(config, changes) if changes else config

@@ -85,3 +85,10 @@ def test_agentwrite_train_and_dpo_on_the_smoke_preset(tmp_path, capsys):
     if stats["pairs"]:
         pairs = load_dataset("json", data_files=str(folder / "dpo" / "pairs.jsonl"), split="train")
         assert pairs[0]["chosen"][0]["role"] == "assistant"
+
+
+def test_set_values_are_yaml_and_exponents_are_numbers():
+    from sltk.cli import _parse_value
+
+    assert [_parse_value(v) for v in ("3e-4", "12", "1.5", "true", "null", "[en, zh]", "embedded")] == [
+        3e-4, 12, 1.5, True, None, ["en", "zh"], "embedded"]

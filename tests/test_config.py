@@ -36,7 +36,7 @@ def test_changes_with_dotted_keys():
 
 
 def test_unknown_settings_are_named():
-    with pytest.raises(ValueError, match=r"config.train: unknown setting\(s\) \['lrr'\]"):
+    with pytest.raises(ValueError, match=r"train: unknown setting\(s\) \['lrr'\]"):
         merge(Config(), {"train.lrr": 1})
     with pytest.raises(ValueError, match="Unknown preset 'fast'"):
         preset("fast")
@@ -55,3 +55,31 @@ def test_the_forced_choice_judge_has_one_name():
 
     assert preset("cpu-demo").queries.judge_mode == "choice"
     assert QueryConfig(judge_mode="logprob").judge_mode == "choice"  # read from an older run folder
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"extend.min_growth": 0.5}, "extend.min_growth = 0.5 must be at least 1"),
+    ({"sampling.max_new_tokens": 0}, "sampling.max_new_tokens = 0 must be at least 1"),
+    ({"train.lr": -1e-4}, "train.lr = -0.0001 must be above 0"),
+    ({"iterations": 0}, "iterations = 0 must be at least 1"),
+    ({"iterations": "abc"}, "iterations = 'abc': expected int, got str"),
+    ({"sampling.top_p": 1.5}, "sampling.top_p = 1.5 must be in (0, 1]"),
+    ({"languages": ["fr"]}, "languages = ('fr',) must be a non-empty list"),
+    ({"languages": "en"}, "languages = 'en': expected a list"),
+    ({"queries.min_words": 900}, "queries.min_words = 900 must not exceed queries.max_words = 500"),
+    ({"train.line_keep_prob": 2}, "train.line_keep_prob = 2.0 must be in [0, 1]"),
+    ({"agentwrite.plan_style": "essay"}, "agentwrite.plan_style = 'essay' must be 'longwriter' or 'outline'"),
+    ({"eval.control": "yes"}, "eval.control = 'yes': expected bool"),
+])
+def test_settings_that_cannot_work_are_refused_by_name(changes, named):
+    from sltk.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        preset("cpu-demo", **changes)
+    assert named in str(err.value)
+
+
+def test_every_preset_passes_the_checks_and_numbers_convert():
+    for name in PRESETS:
+        preset(name)
+    assert preset("smoke", **{"train.lr": 3}).train.lr == 3.0  # an int where a float is asked
