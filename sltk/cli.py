@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -112,6 +113,16 @@ def _eval(args) -> int:
     return 0
 
 
+def _check_run_name(name: str, runs_dir: str, flag: str) -> None:
+    """A run name is one folder inside the runs folder: no path, no `..`, no link that leads outside."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or ".." in name:
+        raise ValueError(f"{flag} {name!r}: a run name is a plain folder name (letters, digits, '.', '_', '-'); "
+                         f"use --runs-dir to put runs elsewhere.")
+    root = Path(runs_dir).resolve()
+    if not (root / name).resolve().is_relative_to(root):
+        raise ValueError(f"{flag} {name!r}: {Path(runs_dir) / name} leads outside {runs_dir} (a link?).")
+
+
 def _config(args):
     """The run's configuration: --config, the run folder's own (resuming), or the preset with --set."""
     from .config import Config, preset
@@ -126,6 +137,9 @@ def _config(args):
     if args.config:
         return Config.load(args.config), folder
     if (folder / "config.yaml").exists() and not args.preset_given:
+        if changes:
+            raise ValueError(f"--set with the existing run {folder}: its settings are {folder / 'config.yaml'}. "
+                             "Resume it without --set, or start another --name (with --preset) to change them.")
         return Config.load(folder / "config.yaml"), folder
     return preset(args.preset, name=args.name, **changes), folder
 
@@ -321,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     args.preset_given = any(a.startswith("--preset") for a in (argv if argv is not None else sys.argv[1:]))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        for flag in ("name", "run"):
+            if getattr(args, flag, None) is not None:
+                _check_run_name(getattr(args, flag), args.runs_dir, f"--{flag}")
         return args.func(args)
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"sltk {args.command}: error: {exc}", file=sys.stderr)

@@ -7,6 +7,7 @@ resolved configuration in `config.yaml`.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -216,7 +217,11 @@ class Config:
         return _plain(dataclasses.asdict(self))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+        """Write the configuration as YAML, atomically (a crash leaves the old file or the new one)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+        os.replace(tmp, path)
 
     @classmethod
     def from_dict(cls, data: dict) -> Config:

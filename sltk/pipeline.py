@@ -44,24 +44,25 @@ class Pipeline:
     def __init__(self, config: Config, folder: str | Path, loaded: LoadedModel | None = None, progress: bool = True):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        manifest = self.folder / "manifest.json"
+        self.manifest = json.loads(manifest.read_text()) if manifest.exists() else {"steps": {}}
         saved = self.folder / "config.yaml"
-        if saved.exists():
-            previous = Config.load(saved)
-            if previous.to_dict() != config.to_dict():
-                diff = sorted(k for k, v in _flat(config.to_dict()).items() if _flat(previous.to_dict()).get(k) != v)
-                raise ValueError(
-                    f"{self.folder} was started with another configuration (differs in {diff}). "
-                    "Resume it with the same settings, or choose another run name."
-                )
-        else:
+        previous = _saved_config(saved)
+        # A run folder that holds nothing but its settings (a start that failed) takes the new ones.
+        started = any(p.name not in ("config.yaml", "config.yaml.tmp") for p in self.folder.iterdir())
+        if previous is not None and previous.to_dict() != config.to_dict() and started:
+            diff = sorted(k for k, v in _flat(config.to_dict()).items() if _flat(previous.to_dict()).get(k) != v)
+            raise ValueError(
+                f"{self.folder} was started with another configuration (differs in {diff}). "
+                "Resume it with the same settings, or choose another run name."
+            )
+        if previous is None or previous.to_dict() != config.to_dict():
             config.save(saved)
         self.config = config
         self.progress = progress
         self._loaded = loaded
         self._backend = None
         self._adapters_of: int | None = None  # iteration whose adapters are loaded (0 = fresh)
-        manifest = self.folder / "manifest.json"
-        self.manifest = json.loads(manifest.read_text()) if manifest.exists() else {"steps": {}}
 
     # -- bookkeeping --------------------------------------------------------------------------
     def done(self, key: str) -> bool:
@@ -461,6 +462,14 @@ class Pipeline:
         records.write_jsonl(folder / "pairs.jsonl", pairs)
         records.write_json(folder / "stats.json", {**stats, "k": k, "adapter": str(adapter)})
         return stats
+
+
+def _saved_config(path: Path) -> Config | None:
+    """The configuration a run folder was started with; None when there is none, or an unreadable one
+    (an empty file from a start that failed)."""
+    if not path.exists() or not path.read_text().strip():
+        return None
+    return Config.load(path)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

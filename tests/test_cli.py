@@ -92,3 +92,19 @@ def test_set_values_are_yaml_and_exponents_are_numbers():
 
     assert [_parse_value(v) for v in ("3e-4", "12", "1.5", "true", "null", "[en, zh]", "embedded")] == [
         3e-4, 12, 1.5, True, None, ["en", "zh"], "embedded"]
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/x", "a/b", ".hidden", ""])
+def test_a_run_name_cannot_leave_the_runs_folder(name, tmp_path, capsys):
+    assert main(["run", "--name", name, "--runs-dir", str(tmp_path), "--preset", "smoke"]) == 2
+    assert "plain folder name" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_set_on_an_existing_run_without_preset_is_refused(tmp_path, capsys):
+    from sltk.config import preset
+    from sltk.pipeline import Pipeline
+
+    Pipeline(preset("smoke", name="r"), tmp_path / "r").mark("iter_1/queries", records=1)
+    assert main(["run", "--name", "r", "--runs-dir", str(tmp_path), "--set", "train.lr=0.1"]) == 2
+    assert "--set with the existing run" in capsys.readouterr().err

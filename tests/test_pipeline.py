@@ -10,10 +10,20 @@ from sltk.records import append_jsonl, read_jsonl
 
 
 def test_a_run_refuses_another_configuration(tmp_path):
-    Pipeline(preset("smoke"), tmp_path / "r")
+    Pipeline(preset("smoke"), tmp_path / "r").mark("iter_1/queries", records=1)
     Pipeline(preset("smoke"), tmp_path / "r")  # the same settings resume
     with pytest.raises(ValueError, match=r"another configuration \(differs in \['train.lr'\]\)"):
         Pipeline(preset("smoke", **{"train.lr": 0.1}), tmp_path / "r")
+
+
+def test_a_start_that_wrote_nothing_does_not_block_the_run_name(tmp_path):
+    Pipeline(preset("smoke", model="no/such-model"), tmp_path / "r")  # the model would fail to load next
+    fixed = Pipeline(preset("smoke"), tmp_path / "r")
+    assert fixed.config.model == "embedded"
+    (tmp_path / "r2").mkdir()
+    (tmp_path / "r2" / "config.yaml").write_text("")  # a 0-byte file from a full disk
+    assert Pipeline(preset("smoke"), tmp_path / "r2").config == preset("smoke")
+    assert "model: embedded" in (tmp_path / "r2" / "config.yaml").read_text()
 
 
 def test_manifest_is_rewritten_atomically_and_reloaded(tmp_path):
