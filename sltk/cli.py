@@ -27,9 +27,9 @@ def _demo(args) -> int:
     from . import text
     from .backends import ChatRequest, HFBackend, Sampling
     from .models import add_roles, load_base
-    from .records import read_jsonl
+    from .records import read_prompts
 
-    seeds = read_jsonl(Path(args.seeds))[: args.n]
+    seeds = read_prompts(Path(args.seeds))[: args.n]
     start = time.perf_counter()
     loaded = load_base(args.model, quantization=None if args.quantization == "none" else args.quantization)
     add_roles(loaded)

@@ -170,7 +170,7 @@ def answer_models(run, items: list[dict], files: dict[str, Path], sampling, seed
 
 def prompts_of(config) -> list[dict]:
     """The held-out prompts of a configuration (`held_out` files, the first `eval.prompts`)."""
-    found = [r for f in config.held_out for r in records.read_jsonl(f)]
+    found = [r for f in config.held_out for r in records.read_prompts(f)]
     return found[: config.eval.prompts] if config.eval.prompts else found
 
 

@@ -59,6 +59,8 @@ class Pipeline:
         if previous is None or previous.to_dict() != config.to_dict():
             config.save(saved)
         self.config = config
+        for f in [*config.seeds, *config.held_out, *([config.agentwrite.queries] if config.agentwrite.queries else [])]:
+            records.read_prompts(f)  # before any model loads: an empty or broken prompt file is named now
         self.progress = progress
         self._loaded = loaded
         self._backend = None
@@ -155,7 +157,7 @@ class Pipeline:
         path, stats_path = self.iteration_dir(k) / "queries.jsonl", self.iteration_dir(k) / "queries.stats.json"
         have = records.read_jsonl(path, repair_tail=True) if path.exists() else []
         stats = json.loads(stats_path.read_text()) if stats_path.exists() else {"by_round": []}
-        seeds = [r for f in c.seeds for r in records.read_jsonl(f)]
+        seeds = [r for f in c.seeds for r in records.read_prompts(f)]
         dedup = Deduper(q.near_duplicate)
         for r in seeds + [r for f in c.held_out for r in records.read_jsonl(f)] + self._all_queries(k) + have:
             dedup.add(r["query"])

@@ -42,6 +42,38 @@ def numbered_objects(path: str | os.PathLike, error: type[Exception] = ValueErro
     return rows
 
 
+def read_prompts(path: str | os.PathLike) -> list[dict]:
+    """The prompts of a seeds or held-out file ({"id", "query", "lang"} a line), checked: the file holds
+    some, each has a non-empty `query` and a known `lang`, and no id or query comes twice. A problem
+    raises ValueError naming the file, the line and the fix."""
+    from .text import LANGUAGES
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; check the path (seeds, held_out).")
+    rows = numbered_objects(path)
+    if not rows:
+        raise ValueError(f"{path}: no prompts in it; give one {{\"id\": ..., \"query\": ...}} object a line.")
+    ids: dict[str, int] = {}
+    queries: dict[str, int] = {}
+    for number, r in rows:
+        query = r.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError(f"{path}:{number}: needs a non-empty \"query\" string, got {query!r}.")
+        lang = r.get("lang", "en")
+        if lang not in LANGUAGES:
+            raise ValueError(f"{path}:{number}: \"lang\" {lang!r} is not one of {list(LANGUAGES)}.")
+        rid = r.get("id")
+        if rid is not None and rid in ids:
+            raise ValueError(f"{path}:{number}: id {rid!r} is already used on line {ids[rid]}; ids must be unique.")
+        key = " ".join(query.split()).lower()
+        if key in queries:
+            raise ValueError(f"{path}:{number}: the same query as line {queries[key]}; remove one of them.")
+        ids[rid] = number
+        queries[key] = number
+    return [r for _, r in rows]
+
+
 def _drop_torn_tail(path: Path) -> None:
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):

@@ -75,3 +75,19 @@ def test_drafts_have_their_own_token_cap(tmp_path, tokenizer):
     capped = [d for d in drafts if d["finish"] == "length"]
     assert capped and all(not d["ok"] for d in capped if not d["text"].rstrip().endswith((".", "!", "?")))
     assert Pipeline(preset("smoke"), tmp_path / "s").draft_sampling == preset("smoke").sampling
+
+
+@pytest.mark.parametrize("lines, named", [
+    ([], "no prompts in it"),
+    (['{"id": "a", "text": "no query field"}'], ':1: needs a non-empty "query" string'),
+    (['{"id": "a", "query": "   "}'], ':1: needs a non-empty "query" string'),
+    (['{"id": "a", "query": "Write."}', '{"id": "a", "query": "Other."}'], ":2: id 'a' is already used on line 1"),
+    (['{"id": "a", "query": "Write  it."}', '{"id": "b", "query": "write it."}'], ":2: the same query as line 1"),
+    (['{"id": "a", "query": "Write.", "lang": "fr"}'], ':1: "lang" \'fr\' is not one of'),
+])
+def test_a_bad_seeds_file_is_named_before_any_model_loads(tmp_path, lines, named):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(line + "\n" for line in lines))
+    with pytest.raises(ValueError) as err:
+        Pipeline(preset("smoke", seeds=[str(seeds)]), tmp_path / "r")
+    assert str(seeds) in str(err.value) and named in str(err.value)
