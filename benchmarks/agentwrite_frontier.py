@@ -1,0 +1,58 @@
+"""The held-out frontier of an AgentWrite run: every Generator trained on its data, side by side.
+
+    python benchmarks/agentwrite_frontier.py RUN_FOLDER [--out figures/]
+
+Reads the answers already in `RUN_FOLDER/eval/` (the base, the control arm, and each adapter
+`sltk agentwrite` or `sltk train --data ... --label NAME --eval` answered with), builds one
+held-out table with paired bootstrap intervals (`sltk.heldout.table`), and writes
+`agentwrite_frontier.md`/`.csv` beside them, plus two figures into `--out`: the growth ratios with
+their intervals, and the length distribution of the AgentWrite texts beside the answers of the
+base model and of the longest-writing Generator. Nothing is generated: the answers must be there.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sltk import heldout, plots, records
+from sltk.analysis import markdown
+from sltk.config import Config
+
+
+def frontier(run: Path):
+    """The held-out table of every model answered in `run/eval/`, base first, control second."""
+    if not (run / "eval" / "base.jsonl").exists():
+        raise SystemExit(f"{run / 'eval' / 'base.jsonl'} is missing: evaluate the run first (sltk agentwrite).")
+    names = sorted(p.stem for p in (run / "eval").glob("*.jsonl"))
+    order = [heldout.BASE, heldout.CONTROL] + [n for n in names if n not in (heldout.BASE, heldout.CONTROL)]
+    answers = {n: records.read_jsonl(run / "eval" / f"{n}.jsonl") for n in order if n in names}
+    cap = Config.load(run / "config.yaml").eval.max_new_tokens
+    return heldout.table(answers, cap), answers
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="an AgentWrite run folder (runs/<name>)")
+    parser.add_argument("--out", type=Path, default=None, help="where the figures go (default: <run>/figures)")
+    args = parser.parse_args(argv)
+    table, answers = frontier(args.run)
+    table.to_csv(args.run / "eval" / "agentwrite_frontier.csv", index=False)
+    (args.run / "eval" / "agentwrite_frontier.md").write_text(markdown(table))
+    print(markdown(table))
+    out = args.out or args.run / "figures"
+    plots.save(plots.growth_intervals(table, "Held-out words against the base model (95% bootstrap)"),
+               out / "agentwrite_heldout.png")
+    longest = table.iloc[table["mean"].idxmax()]["model"]
+    data = [r["words"] for r in records.read_jsonl(args.run / "agentwrite" / "dataset.jsonl")]
+    plots.save(plots.length_histograms({"AgentWrite texts (training data)": data,
+                                        "base model's answers": [a["words"] for a in answers[heldout.BASE]],
+                                        f"{longest}'s answers": [a["words"] for a in answers[longest]]},
+                                       "Words: the AgentWrite data and the held-out answers"),
+               out / "agentwrite_lengths.png")
+    print(f"figures: {out / 'agentwrite_heldout.png'}, {out / 'agentwrite_lengths.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
