@@ -11,7 +11,7 @@ STAMP := $(VENV)/.sltk-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test clean-venv
+.PHONY: setup demo test test-fast clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The unit tests only (no real-model integration tests): the edit-test loop.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not integration"
 
 clean-venv:
 	rm -rf $(VENV)
