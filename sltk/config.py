@@ -465,7 +465,7 @@ PRESETS: dict[str, dict] = {
         "agentwrite": {"prompts": 48, "plan_style": "outline", "sections": 5, "min_sections": 3, "max_sections": 5,
                        "plan_max_new_tokens": 160, "words_per_section": 220, "min_section_words": 150,
                        "max_section_words": 300, "section_cap": 1.4, "context_words": 250, "section_tries": 1,
-                       "cut_repeats": True, "min_words": 600, "train_epochs": 3},
+                       "cut_repeats": True, "min_words": 600, "train_epochs": 10},
     },
     # A 7-8B model in 4-bit on a 16 GB T4 (fp16 compute), sized with `python -m sltk.memory colab-t4`;
     # the estimate step by step: docs/performance.md.
