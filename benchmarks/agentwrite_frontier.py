@@ -13,7 +13,10 @@ base model and of the longest-writing Generator. Nothing is generated: the answe
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+
+import pandas as pd
 
 from sltk import heldout, plots, records
 from sltk.analysis import markdown
@@ -24,11 +27,26 @@ def frontier(run: Path):
     """The held-out table of every model answered in `run/eval/`, base first, control second."""
     if not (run / "eval" / "base.jsonl").exists():
         raise SystemExit(f"{run / 'eval' / 'base.jsonl'} is missing: evaluate the run first (sltk agentwrite).")
-    names = sorted(p.stem for p in (run / "eval").glob("*.jsonl"))
-    order = [heldout.BASE, heldout.CONTROL] + [n for n in names if n not in (heldout.BASE, heldout.CONTROL)]
+    names = [p.stem for p in (run / "eval").glob("*.jsonl")]
+    trained = {n: _training(run, n) for n in names if n not in (heldout.BASE, heldout.CONTROL)}
+    order = [heldout.BASE, heldout.CONTROL] + sorted(trained, key=lambda n: (trained[n].get("epochs") or 0, n))
     answers = {n: records.read_jsonl(run / "eval" / f"{n}.jsonl") for n in order if n in names}
     cap = Config.load(run / "config.yaml").eval.max_new_tokens
-    return heldout.table(answers, cap), answers
+    table = heldout.table(answers, cap)
+    table.insert(1, "epochs", pd.array([trained.get(n, {}).get("epochs") for n in table["model"]], dtype="Int64"))
+    table.insert(2, "final_loss", [round(trained[n]["final_loss"], 3) if trained.get(n, {}).get("final_loss")
+                                   else None for n in table["model"]])
+    return table, answers
+
+
+def _training(run: Path, name: str) -> dict:
+    """What the adapter behind a model name was trained with (its sltk_train.json), if it is found."""
+    for folder in (run / "trained" / name / "generator", run / "agentwrite" / "adapters" / "generator"):
+        info = folder / "sltk_train.json"
+        if info.exists() and (name == "agentwrite") == (folder.parent.name == "adapters"):
+            data = json.loads(info.read_text())
+            return {"epochs": data["config"]["epochs"], "final_loss": data.get("final_loss")}
+    return {}
 
 
 def main(argv: list[str] | None = None) -> int:
