@@ -258,12 +258,21 @@ def load_roles(loaded: LoadedModel, folder: str | os.PathLike, roles=ROLES, trai
     for role in roles:
         if isinstance(net, PeftModel):
             if role in net.peft_config:
-                net.delete_adapter(role)
+                _delete_adapter(net, role)
             net.load_adapter(str(folder / role), adapter_name=role, is_trainable=trainable)
         else:
             net = PeftModel.from_pretrained(net, str(folder / role), adapter_name=role, is_trainable=trainable)
     loaded.model = net
     return loaded
+
+
+def _delete_adapter(net, name: str) -> None:
+    """Delete an adapter; when it is the active one, first make the next one active (what PEFT would
+    do itself, with a warning that the replacement is not news)."""
+    others = [n for n in net.peft_config if n != name]
+    if name in net.active_adapters and others:
+        net.set_adapter(others[0])
+    net.delete_adapter(name)
 
 
 def save_roles(loaded: LoadedModel, folder: str | os.PathLike, roles=ROLES) -> Path:

@@ -47,3 +47,18 @@ def test_generation_and_training_raise_no_deprecation(tokenizer, tmp_path):
     finally:
         logging.getLogger("transformers").removeHandler(log)
     assert _deprecations(caught, log) == []
+
+
+def test_replacing_the_roles_with_saved_ones_does_not_warn(tokenizer, tmp_path):
+    from sltk.models import load_roles, save_roles, use_role
+
+    loaded = add_roles(tiny_model(tokenizer), lora_config(r=4, alpha=8, init_lora_weights=False))
+    save_roles(loaded, tmp_path / "adapters")
+    with use_role(loaded.model, "generator"):
+        pass
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_roles(loaded, tmp_path / "adapters", trainable=True)
+        load_roles(loaded, tmp_path / "adapters")
+    assert [str(w.message) for w in caught] == []
+    assert set(loaded.model.peft_config) == {"generator", "extender"}
