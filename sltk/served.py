@@ -35,7 +35,7 @@ from .models import BASE, ModelError
 
 MAX_STOPS = 4  # the OpenAI API accepts at most four stop strings
 EXTRA_FIELDS = ("top_k", "repetition_penalty")  # sampling fields outside the OpenAI schema
-FIX = "is the server running? check --base-url"
+FIX = "is the server running, and is the base_url right?"
 
 
 class ServerError(RuntimeError):

@@ -106,7 +106,7 @@ def test_closed_port_fails_after_retries_naming_the_url():
         be.generate([ask("Hi")], GREEDY)
     assert time.monotonic() - started < 5
     msg = str(err.value)
-    assert url + "/chat/completions" in msg and "3 attempts" in msg and "check --base-url" in msg
+    assert url + "/chat/completions" in msg and "3 attempts" in msg and "base_url" in msg
     assert "0 of 1 requests finished" in msg
 
 
@@ -208,7 +208,7 @@ def test_server_killed_mid_run_keeps_the_finished_results(server, embedded_dir, 
             backend(doomed, retries=1, backoff=0.1).generate(reqs, GREEDY, on_result=on_result)
     finally:
         doomed.kill()
-    assert doomed.url in str(err.value) and "check --base-url" in str(err.value)
+    assert doomed.url in str(err.value) and "base_url" in str(err.value)
     assert 2 <= len(saved) < len(reqs) and f"{len(saved)} of {len(reqs)} requests finished" in str(err.value)
     # Resume: only the missing requests are generated again, and nothing is lost.
     missing = [i for i in range(len(reqs)) if i not in saved]
