@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from . import progress
+from . import faults, progress
 from .chat import (  # noqa: F401  (the request types, importable from here as well)
     FINISH_REASONS,
     STOP_STRINGS,
@@ -36,6 +37,8 @@ from .chat import (  # noqa: F401  (the request types, importable from here as w
 )
 from .memory import KV_SPARE, kv_buffer_tokens
 from .models import BASE, LoadedModel, torch_dtype, use_role
+
+log = logging.getLogger("sltk")
 
 ADAPTER_BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 PREFILL_TOKENS = 2048  # padded prompt tokens per prefill forward (one longer prompt goes alone)
@@ -212,6 +215,7 @@ class HFBackend:
         self.kv_dtype = kv_dtype if kv_dtype not in (None, loaded.dtype) else None
         self.tokenizer = loaded.tokenizer
         self.batch_size = batch_size
+        self.oom_halvings = 0  # times an out-of-memory error halved the batch (it stays halved)
         self.show_progress = show_progress
         self.context = getattr(self.model.config, "max_position_embeddings", None) or 32768
         eos = self.model.generation_config.eos_token_id
@@ -264,17 +268,23 @@ class HFBackend:
         bar = progress.bar(len(requests), desc, enabled=self.show_progress)
         try:
             for role, indices in groups.items():
-                with self._roles(role, mixed), self._attention(), torch.inference_mode():
-                    for row in self._decode(indices, prompts, caps, seeds, sampling, adapters):
-                        text = self._text(row.tokens, sampling.stop, row.min_new)
-                        results[row.index] = Completion(
-                            text, len(row.tokens), row.finish, row.prompt_len, requests[row.index].id
-                        )
-                        total_tokens += len(row.tokens)
-                        if bar is not None:
-                            elapsed = max(time.perf_counter() - started, 1e-9)
-                            bar.set_postfix_str(f"{total_tokens / elapsed:.1f} tok/s", refresh=False)
-                            bar.update(1)
+                while indices:
+                    try:
+                        with self._roles(role, mixed), self._attention(), torch.inference_mode():
+                            for row in self._decode(indices, prompts, caps, seeds, sampling, adapters):
+                                text = self._text(row.tokens, sampling.stop, row.min_new)
+                                results[row.index] = Completion(
+                                    text, len(row.tokens), row.finish, row.prompt_len, requests[row.index].id
+                                )
+                                total_tokens += len(row.tokens)
+                                if bar is not None:
+                                    elapsed = max(time.perf_counter() - started, 1e-9)
+                                    bar.set_postfix_str(f"{total_tokens / elapsed:.1f} tok/s", refresh=False)
+                                    bar.update(1)
+                        indices = []
+                    except torch.OutOfMemoryError:
+                        indices = [i for i in indices if results[i] is None]
+                        self._halve_batch(len(indices))
         finally:
             if bar is not None:
                 bar.close()
@@ -286,8 +296,25 @@ class HFBackend:
             "tokens_per_second": total_tokens / elapsed if elapsed else 0.0,
             "decode_steps": self._steps,
             "finish_reasons": {r: sum(c.finish_reason == r for c in results) for r in FINISH_REASONS},
+            "batch_size": self.batch_size,
+            "oom_halvings": self.oom_halvings,
         }
+        faults.point(desc)
         return results  # type: ignore[return-value]
+
+    def _halve_batch(self, left: int) -> None:
+        """Out of memory while decoding: go on with half the batch (the unfinished requests start again,
+        each with its own seed, so what they write does not depend on the batch they land in)."""
+        if self.batch_size <= 1:
+            raise torch.OutOfMemoryError(
+                "Out of memory with a batch of 1: lower sampling.max_new_tokens, use a smaller model, or "
+                "quantization='nf4'.")
+        self.batch_size //= 2
+        self.oom_halvings += 1
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        log.warning("sltk: out of memory while generating; the batch is halved to %d and %d requests go on.",
+                    self.batch_size, left)
 
     # -- internals ----------------------------------------------------------------------------
     def choice_logprobs(self, requests: list[ChatRequest], options: dict[str, list[str]],
@@ -345,6 +372,7 @@ class HFBackend:
                     bar.update(len(chunk))
         if bar is not None:
             bar.close()
+        faults.point(desc)
         return out
 
     @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import sys
@@ -110,6 +111,21 @@ def _eval(args) -> int:
     table = run(pipeline, settings)
     print(markdown(table))
     print(f"Results, outputs and figures: {folder / 'bench'}")
+    return 0
+
+
+def _repair(args) -> int:
+    from . import records
+
+    folder = Path(args.runs_dir) / args.name
+    if not (folder / "config.yaml").exists():
+        raise FileNotFoundError(f"No run at {folder} (no config.yaml); check --name and --runs-dir.")
+    moved = records.repair(folder)
+    for name, n in moved.items():
+        print(f"{folder / name}: {n} damaged line(s) set aside in {folder / name}.damaged")
+    print(f"{sum(moved.values())} damaged line(s) in {len(moved)} file(s). "
+          + (f"Run the same command as before to write them again (e.g. `sltk run --name {args.name}`)."
+             if moved else "Nothing to repair."))
     return 0
 
 
@@ -311,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
                                                         "(else the repetition and ending proxy)")
     p.set_defaults(func=_dpo, preset="cpu-demo", config=None, set=None)
 
+    p = sub.add_parser("repair", help="set a run's damaged records aside, to be written again when it resumes")
+    p.add_argument("--name", default="demo", help="run name: the folder under --runs-dir")
+    p.add_argument("--runs-dir", default="runs")
+    p.set_defaults(func=_repair)
+
     p = sub.add_parser("eval", help="evaluate a run's base model and Generators on a benchmark file")
     p.add_argument("--run", default="demo", help="run name: the folder under --runs-dir")
     p.add_argument("--runs-dir", default="runs")
@@ -342,6 +363,21 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"sltk {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the machine: a full disk, a folder that cannot be written
+        print(f"sltk {args.command}: error: {_machine_error(exc)}", file=sys.stderr)
+        return 2
+
+
+def _machine_error(exc: OSError) -> str:
+    """What a failed write means and what to do: everything written before it is kept."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return (f"no space left on the device{where}. Free some space (or move the run with --runs-dir) and run "
+                "the same command again: every record written so far is kept and the run resumes.")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"cannot write{where}: {exc.strerror}. Make the runs folder writable, or choose another with "
+                "--runs-dir.")
+    return f"{exc.strerror or exc}{where}."
 
 
 if __name__ == "__main__":

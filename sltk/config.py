@@ -7,13 +7,13 @@ resolved configuration in `config.yaml`.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from .chat import Sampling
+from .records import write_atomic
 from .text import FILTERS, LANGUAGES
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -218,10 +218,7 @@ class Config:
 
     def save(self, path: str | Path) -> None:
         """Write the configuration as YAML, atomically (a crash leaves the old file or the new one)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
-        os.replace(tmp, path)
+        write_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
 
     @classmethod
     def from_dict(cls, data: dict) -> Config:

@@ -151,6 +151,6 @@ def standin(pipeline, length: int = 500, n: int = 3) -> Path:
     """
     path = pipeline.folder / "bench_standin" / "longbench_write_en.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    held = [r for f in pipeline.config.held_out for r in records.read_jsonl(f)][:n]
+    held = [r for f in pipeline.config.held_out for r in records.read_prompts(f)][:n]
     records.write_jsonl(path, [{"prompt": r["query"], "type": r.get("kind", "essay"), "length": length} for r in held])
     return path

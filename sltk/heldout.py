@@ -63,8 +63,8 @@ def answer(backend, roles: dict[str, str | None], items: list[dict], files: dict
     in the same chunk, appended to `files[name]`; ids already there are skipped. The same seed per
     item for every model. Returns {name: answers in item order}.
     """
-    done = {m: {r["id"]: r for r in records.read_jsonl(p, repair_tail=True)} if p.exists() else {}
-            for m, p in files.items()}
+    done = {m: {r["id"]: r for r in records.read_jsonl(p, repair_tail=True, fields=records.ANSWER_FIELDS)}
+            if p.exists() else {} for m, p in files.items()}
     # prompt by prompt, every model: each chunk holds all models' answers to the same prompts
     jobs = [(m, i) for i in items for m in files if i["id"] not in done[m]]
     for start in range(0, len(jobs), chunk):
@@ -158,7 +158,7 @@ def answer_models(run, items: list[dict], files: dict[str, Path], sampling, seed
                   extra: dict[str, str | Path] | None = None) -> dict[str, list[dict]]:
     """A run's named models (see `model_adapters`) answering `items` in one shared batch, resumable by id."""
     adapters = model_adapters(run, list(files), extra)
-    pending = any(not p.exists() or len(records.read_jsonl(p, repair_tail=True)) < len(items)
+    pending = any(not p.exists() or records.count(p) < len(items)
                   for p in files.values())
     if not pending:
         return answer(run.backend, {m: None for m in files}, items, files, sampling, seed, tag, desc)
@@ -196,8 +196,8 @@ def evaluate(run, extra: dict[str, str | Path] | None = None, folder: str | Path
 
     if run.done(key) and any(not p.exists() for p in paths.values()):
         del run.manifest["steps"][key]  # a model was added since: answer for it
-    run.run_step(key, step)
-    answers = {name: records.read_jsonl(p) for name, p in paths.items()}
+    run.run_step(key, step, tuple(paths.values()))
+    answers = {name: records.read_jsonl(p, fields=records.ANSWER_FIELDS) for name, p in paths.items()}
     result = table(answers, sampling.max_new_tokens, seed=c.seed)
     result.to_csv(out / "growth.csv", index=False)
     (out / "growth.md").write_text(markdown(result))

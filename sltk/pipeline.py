@@ -134,18 +134,48 @@ class Pipeline:
             self.train(k, role)
         return self.stats(k)
 
-    def run_step(self, key: str, fn):
-        """Run `fn` as the step `key` unless the manifest has it done; record its seconds and info."""
+    def run_step(self, key: str, fn, outputs: tuple[Path, ...] = ()):
+        """Run `fn` as the step `key` unless the manifest has it done; record its seconds and info.
+
+        `outputs` are the files the step writes (JSONL files, or adapter folders): the manifest keeps
+        each one's record count, and a finished step whose file is now missing or short (a line
+        removed or set aside by `sltk repair`, a file deleted) is not trusted but run again, which
+        writes only the missing records.
+        """
+        before = {}
         if self.done(key):
-            return None
+            lost = self._lost_outputs(key)
+            if not lost:
+                return None
+            records.log.warning("sltk: step %s was finished, but %s; running it again for what is missing.",
+                                key, "; ".join(lost))
+            before = self.manifest["steps"].pop(key).get("outputs") or {}
         start = time.perf_counter()
         info = fn() or {}
-        self.mark(key, seconds=round(time.perf_counter() - start, 1), **info)
+        written = {_relative(p, self.folder): _size(p) for p in outputs}
+        short = [n for n, size in before.items() if size is not None and (written.get(n) or 0) < size]
+        if short:
+            raise RuntimeError(
+                f"Step {key} could not write again what is missing from {short} (its records are not made "
+                f"one by one). Restore the file, or remove the step's files and its entry in "
+                f"{self.folder / 'manifest.json'} to run it afresh (later steps then need the same).")
+        self.mark(key, seconds=round(time.perf_counter() - start, 1), **info, outputs=written)
         return info
+
+    def _lost_outputs(self, key: str) -> list[str]:
+        """What is missing from a finished step's outputs: one phrase per missing or short file."""
+        lost = []
+        for name, size in (self.manifest["steps"][key].get("outputs") or {}).items():
+            now = _size(self.folder / name)
+            if now is None:
+                lost.append(f"{name} is gone")
+            elif size is not None and now < size:
+                lost.append(f"{name} has {now} of its {size} records")
+        return lost
 
     # -- step 1: queries ----------------------------------------------------------------------
     def queries(self, k: int) -> None:
-        self.run_step(f"iter_{k}/queries", lambda: self._queries(k))
+        self.run_step(f"iter_{k}/queries", lambda: self._queries(k), (self.iteration_dir(k) / "queries.jsonl",))
 
     def _queries(self, k: int) -> dict:
         """Rounds of self-instruct until each language has its share or the tries are used up.
@@ -159,7 +189,7 @@ class Pipeline:
         stats = json.loads(stats_path.read_text()) if stats_path.exists() else {"by_round": []}
         seeds = [r for f in c.seeds for r in records.read_prompts(f)]
         dedup = Deduper(q.near_duplicate)
-        for r in seeds + [r for f in c.held_out for r in records.read_jsonl(f)] + self._all_queries(k) + have:
+        for r in seeds + [r for f in c.held_out for r in records.read_prompts(f)] + self._all_queries(k) + have:
             dedup.add(r["query"])
         share = {lang: q.per_iteration // len(c.languages) + (i < q.per_iteration % len(c.languages))
                  for i, lang in enumerate(c.languages)}
@@ -210,7 +240,7 @@ class Pipeline:
             return self._retrying(items, self.iteration_dir(k) / "drafts.jsonl", self.config.drafts.max_tries,
                                   lambda chunk: lengthen.draft_round(self.backend, chunk, role, self.draft_sampling,
                                                                      self.config.filters))
-        self.run_step(f"iter_{k}/drafts", run)
+        self.run_step(f"iter_{k}/drafts", run, (self.iteration_dir(k) / "drafts.jsonl",))
 
     @property
     def draft_sampling(self):
@@ -284,7 +314,7 @@ class Pipeline:
                                                 self.config.filters, trace=e.keep_trace)
             info = self._retrying(items, self.iteration_dir(k) / "extended.jsonl", e.max_tries, attempt)
             return {**info, "drafts_ok": len(drafts), "drafts_kept": len(kept)}
-        self.run_step(f"iter_{k}/extended", run)
+        self.run_step(f"iter_{k}/extended", run, (self.iteration_dir(k) / "extended.jsonl",))
 
     def extension_example(self, k: int) -> dict | None:
         """One extension attempt of iteration k with each stage's text, best first.
@@ -318,7 +348,7 @@ class Pipeline:
             records.write_jsonl(self.iteration_dir(k) / "sft_generator.jsonl", gen)
             records.write_jsonl(self.iteration_dir(k) / "sft_extender.jsonl", extd)
             return {"extended_ok": len(ext), "records": len(kept)}
-        self.run_step(f"iter_{k}/sft", run)
+        self.run_step(f"iter_{k}/sft", run, tuple(self.iteration_dir(k) / f"sft_{r}.jsonl" for r in ROLES))
 
     # -- step 6: training ---------------------------------------------------------------------
     def train(self, k: int, role: str) -> None:
@@ -336,7 +366,7 @@ class Pipeline:
             result = train_role(self.loaded, role, data, self.iteration_dir(k) / "adapters" / role, cfg,
                                 resume=True, progress=self.progress)
             return {"records": len(data), "final_loss": result.get("final_loss")}
-        self.run_step(f"iter_{k}/train_{role}", run)
+        self.run_step(f"iter_{k}/train_{role}", run, (self.iteration_dir(k) / "adapters" / role,))
         if all(self.done(f"iter_{k}/train_{r}") for r in ROLES):
             self._adapters_of = None  # the next use reloads both roles from iteration k's folder
 
@@ -378,8 +408,8 @@ class Pipeline:
             sft.save_hf_dataset(final, out / "hf_dataset")
             return {"pool": len(pool), "records": len(final)}
 
-        self.run_step("final/harvest", harvest)
-        self.run_step("final/dataset", dataset)
+        self.run_step("final/harvest", harvest, (out / "harvest.jsonl",))
+        self.run_step("final/dataset", dataset, (out / "dataset.jsonl",))
         return out / "dataset.jsonl"
 
 
@@ -394,10 +424,11 @@ class Pipeline:
             files = [self.iteration_dir(1) / "queries.jsonl"]
         else:
             files = [Path(f) for f in c.seeds]
-        rows = [r for f in files for r in records.read_jsonl(f)]
+        rows = [r for f in files for r in records.read_prompts(f)]
         for r in rows:
-            if not str(r.get("query") or "").strip() or "id" not in r:
-                raise ValueError(f"AgentWrite prompts {files}: every record needs an 'id' and a non-empty 'query'.")
+            if "id" not in r:
+                raise ValueError(f"AgentWrite prompts {files}: every record needs an 'id'; "
+                                 f"{r['query'][:60]!r} has none.")
         rows = [{"id": r["id"], "query": r["query"], "lang": r.get("lang", "en")} for r in rows
                 if r.get("lang", "en") in c.languages]
         return rows[: aw.prompts] if aw.prompts else rows
@@ -416,7 +447,8 @@ class Pipeline:
             stats = writer.run(self.agentwrite_prompts())
             return {"records": stats["ok"], "prompts": stats["prompts"]}
 
-        self.run_step("agentwrite/data", run)
+        written = ("plans", "sections", "texts", "dataset")
+        self.run_step("agentwrite/data", run, tuple(folder / f"{n}.jsonl" for n in written))
         return json.loads((folder / "stats.json").read_text())
 
     def train_generator(self, data: list[dict], out: Path, key: str, epochs: int | None = None) -> dict:
@@ -432,7 +464,7 @@ class Pipeline:
             return {"records": len(data), "final_loss": result.get("final_loss"), "steps": result.get("steps"),
                     "tokens_per_second": round(result["tokens"] / max(result["seconds"], 1e-9), 1)}
 
-        return self.run_step(key, run) or self.manifest["steps"][key]
+        return self.run_step(key, run, (Path(out),)) or self.manifest["steps"][key]
 
     # -- preference pairs --------------------------------------------------------------------
     def preference_pairs(self, adapter: str | Path, k: int = 4, lengths: tuple[int, ...] = (),
@@ -464,6 +496,19 @@ class Pipeline:
         records.write_jsonl(folder / "pairs.jsonl", pairs)
         records.write_json(folder / "stats.json", {**stats, "k": k, "adapter": str(adapter)})
         return stats
+
+
+def _relative(path: Path, folder: Path) -> str:
+    path = Path(path)
+    return str(path.relative_to(folder)) if path.is_relative_to(folder) else str(path.resolve())
+
+
+def _size(path: Path) -> int | None:
+    """A step output's size: a JSONL file's complete records, 0 for an adapter folder that has its
+    weights, None for something missing."""
+    if path.suffix == ".jsonl":
+        return records.count(path) if path.is_file() else None
+    return 0 if any(path.rglob("*.safetensors")) else None
 
 
 def _saved_config(path: Path) -> Config | None:

@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-from . import progress
+from . import faults, progress
 from .chat import (
     FINISH_REASONS,
     ChatRequest,
@@ -205,6 +205,7 @@ class OpenAIBackend:
             if isinstance(error, ServerError):
                 raise type(error)(f"{error} ({finished} of {len(requests)} requests finished first)") from error
             raise error
+        faults.point(desc)
         return results  # type: ignore[return-value]
 
     # -- internals ----------------------------------------------------------------------------

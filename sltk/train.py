@@ -14,6 +14,7 @@ weights an uninterrupted run would have given.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from . import faults
 from .config import LOSSES, TrainConfig  # noqa: F401  (importable from here as well)
 from .models import LoadedModel, use_role
 from .progress import bar as progress_bar
@@ -391,8 +393,19 @@ def _save_checkpoint(folder: Path, state: dict) -> None:
     """Write the checkpoint file atomically (a temporary file, then a rename)."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f"{CHECKPOINT_FILE}.tmp"
-    torch.save(state, tmp)
+    try:
+        torch.save(state, tmp)
+    except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError of its writer
+        tmp.unlink(missing_ok=True)
+        if not isinstance(exc, OSError) and shutil.disk_usage(folder).free < 64 << 20:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp)) from exc
+        raise
+    fault = faults.due(folder.name)
+    if fault == "torn":
+        faults.kill()
     os.replace(tmp, folder / CHECKPOINT_FILE)
+    if fault:
+        faults.kill()
 
 
 def _load_checkpoint(folder: Path, fingerprint: str) -> dict | None:
@@ -412,9 +425,15 @@ def _save_adapter(model, role: str, out_dir: Path, stats: dict) -> None:
     """Write the role's adapter as a PEFT folder at `out_dir`, with the completion marker, in one rename."""
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), selected_adapters=[role])
-    written = tmp / role if (tmp / role).is_dir() else tmp  # PEFT nests every adapter but "default"
-    (written / MARKER).write_text(json.dumps(stats, indent=1))
+    try:
+        model.save_pretrained(str(tmp), selected_adapters=[role])
+        written = tmp / role if (tmp / role).is_dir() else tmp  # PEFT nests every adapter but "default"
+        (written / MARKER).write_text(json.dumps(stats, indent=1))
+    except (OSError, RuntimeError) as exc:  # a full disk: nothing half-written is left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(exc, OSError) and shutil.disk_usage(out_dir.parent).free < 64 << 20:
+            raise OSError(errno.ENOSPC, "No space left on device", str(out_dir)) from exc
+        raise
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(written, out_dir)

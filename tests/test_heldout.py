@@ -97,11 +97,13 @@ def test_data_both_ways_counts_kept_texts_and_their_speed(tmp_path):
 
     (tmp_path / "iter_1").mkdir()
     (tmp_path / "agentwrite").mkdir()
+    ext = {"query_id": "q", "query": "Write.", "lang": "en", "text": "x", "draft_id": "d", "draft": "x",
+           "growth": 2.0, "rounds": []}
     records.write_jsonl(tmp_path / "iter_1" / "extended.jsonl",
-                        [{"id": "a", "ok": True, "words": 600}, {"id": "b", "ok": False, "words": 900}])
+                        [{**ext, "id": "a", "ok": True, "words": 600}, {**ext, "id": "b", "ok": False, "words": 900}])
     records.write_jsonl(tmp_path / "agentwrite" / "texts.jsonl",
-                        [{"id": "a", "ok": True, "words": 1200, "text": "x"}, {"id": "b", "ok": True, "words": 800,
-                                                                             "text": "y"}])
+                        [{"id": "a", "query": "Write.", "ok": True, "words": 1200, "text": "x"},
+                         {"id": "b", "query": "Write.", "ok": True, "words": 800, "text": "y"}])
     records.write_json(tmp_path / "manifest.json", {"steps": {"iter_1/drafts": {"seconds": 100.0},
                                                               "iter_1/extended": {"seconds": 200.0},
                                                               "agentwrite/data": {"seconds": 400.0}}})

@@ -35,25 +35,29 @@ def test_manifest_is_rewritten_atomically_and_reloaded(tmp_path):
     assert not list((tmp_path / "r").glob("*.tmp"))
 
 
-def test_a_torn_last_line_is_dropped_on_resume(tmp_path):
-    path = tmp_path / "drafts.jsonl"
+def test_a_torn_last_line_is_dropped_on_resume(tmp_path, caplog):
+    path = tmp_path / "notes.jsonl"
     append_jsonl(path, [{"id": "a"}, {"id": "b"}])
     with open(path, "a") as f:
         f.write('{"id": "c", "text": "cut sho')  # a writer killed mid-line
     assert [r["id"] for r in read_jsonl(path, repair_tail=True)] == ["a", "b"]
     assert path.read_text().endswith("}\n")
+    assert [r.message for r in caplog.records] == [
+        f"{path}: removed a last line cut short (28 bytes, a write that was killed); its record is written again."]
+    read_jsonl(path, repair_tail=True)
+    assert len(caplog.records) == 1  # said once
     append_jsonl(path, [{"id": "c"}])
     assert [r["id"] for r in read_jsonl(path)] == ["a", "b", "c"]
 
 
 def test_a_corrupt_line_in_the_middle_is_named(tmp_path):
-    path = tmp_path / "queries.jsonl"
+    path = tmp_path / "notes.jsonl"
     path.write_text('{"id": "a"}\n{"id": oops}\n{"id": "c"}\n')
-    with pytest.raises(ValueError, match=r"queries.jsonl:2: not valid JSON .*fix or remove that line"):
+    with pytest.raises(ValueError, match=r"notes.jsonl:2: not valid JSON .*fix or remove that line"):
         read_jsonl(path, repair_tail=True)
     assert path.read_text().count("\n") == 3  # nothing was removed
     path.write_text('["not", "an", "object"]\n')
-    with pytest.raises(ValueError, match="queries.jsonl:1: expected a JSON object"):
+    with pytest.raises(ValueError, match="notes.jsonl:1: expected a JSON object"):
         read_jsonl(path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_jsonl(tmp_path / "missing.jsonl")
