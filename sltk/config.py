@@ -195,6 +195,8 @@ class Config:
     # Generation's KV cache dtype when narrower than the model's (e.g. "bfloat16" under float32 weights)
     kv_cache_dtype: str | None = None
     device: str | None = None
+    # Run the Python code a hub model ships with its weights: only for a model you trust.
+    trust_remote_code: bool = False
     iterations: int = 3
     seed: int = 0
     languages: tuple[str, ...] = LANGUAGES

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import records, text
 from .chat import ChatRequest, derive_seed
+from .models import check_adapter
 
 BASE = "base"
 CONTROL = "control"  # an untrained adapter: the base's weights through the adapter path
@@ -46,6 +47,7 @@ def adapters_loaded(loaded, adapters: dict[str, str | Path | None], lora=None):
             if folder == UNTRAINED:
                 net.add_adapter(name, lora or next(iter(net.peft_config.values())))
             else:
+                check_adapter(folder)
                 net.load_adapter(str(folder), adapter_name=name)
             added.append(name)
         yield {name: (name if folder is not None else None) for name, folder in adapters.items()}

@@ -154,8 +154,13 @@ def load_base(
     quantization: str | None = "nf4",
     dtype: torch.dtype | str | None = None,
     device: str | None = None,
+    trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Load the base model and tokenizer, in 4-bit NF4 (`quantization="nf4"`) or unquantised (None)."""
+    """Load the base model and tokenizer, in 4-bit NF4 (`quantization="nf4"`) or unquantised (None).
+
+    Weights load only from safetensors files (a pickled `.bin` can run code when it is read), and a
+    model's own Python code only with `trust_remote_code`.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if quantization not in QUANTIZATIONS:
@@ -165,13 +170,21 @@ def load_base(
     kwargs = {"dtype": dtype, "device_map": device}
     if quantization == "nf4":
         kwargs["quantization_config"] = nf4_config(dtype)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     if not getattr(tokenizer, "chat_template", None):
         raise ModelError(f"Model '{source}' has no chat template; sltk needs an instruct/chat model.")
-    net = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    try:
+        net = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, trust_remote_code=trust_remote_code,
+                                                   **kwargs)
+    except OSError as exc:
+        if "safetensors" not in str(exc):
+            raise
+        raise ModelError(f"Model '{source}' has no safetensors weights. sltk loads no pickled .bin weights (reading "
+                         "one can run code); save the model with safetensors (save_pretrained does by default) "
+                         "or pick a model that has them.") from exc
     net.eval()
     return LoadedModel(net, tokenizer, source, quantization, dtype, device)
 
@@ -243,6 +256,15 @@ def reset_role(loaded: LoadedModel, role: str) -> LoadedModel:
     return loaded
 
 
+def check_adapter(folder: str | os.PathLike) -> None:
+    """An adapter folder loads only from safetensors weights (a pickled .bin can run code when read)."""
+    folder = Path(folder)
+    if not (folder / "adapter_model.safetensors").is_file():
+        found = sorted(p.name for p in folder.glob("adapter_model.*")) if folder.is_dir() else []
+        raise ModelError(f"Adapter {folder} has no adapter_model.safetensors (found {found or 'nothing'}). sltk "
+                         "loads adapters only from safetensors; save it with PEFT's save_pretrained (the default).")
+
+
 def load_roles(loaded: LoadedModel, folder: str | os.PathLike, roles=ROLES, trainable: bool = False) -> LoadedModel:
     """Load saved role adapters from `folder/<role>/` (standard PEFT adapter folders)."""
     from peft import PeftModel
@@ -254,6 +276,8 @@ def load_roles(loaded: LoadedModel, folder: str | os.PathLike, roles=ROLES, trai
             f"No adapter for role(s) {missing} in {folder} (expected {folder}/<role>/adapter_config.json). "
             "Save them with save_roles(), or pass the folder of a finished iteration."
         )
+    for role in roles:
+        check_adapter(folder / role)
     net = loaded.model
     for role in roles:
         if isinstance(net, PeftModel):

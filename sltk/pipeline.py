@@ -82,7 +82,8 @@ class Pipeline:
     def loaded(self) -> LoadedModel:
         if self._loaded is None:
             c = self.config
-            self._loaded = load_base(c.model, quantization=c.quantization, dtype=c.dtype, device=c.device)
+            self._loaded = load_base(c.model, quantization=c.quantization, dtype=c.dtype, device=c.device,
+                                     trust_remote_code=c.trust_remote_code)
         return self._loaded
 
     @property

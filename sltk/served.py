@@ -111,7 +111,7 @@ class OpenAIBackend:
             raise ModelError("context= needs tokenizer= to count prompt tokens: pass the served model's tokenizer.")
         self.base_url = base_url.rstrip("/")
         self.model = model
-        self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "none"
+        self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or "none"  # sent, never shown
         self.roles = dict(roles or {})
         self.concurrency = max(1, int(concurrency))
         self.timeout, self.retries, self.backoff = timeout, max(0, int(retries)), backoff
@@ -121,6 +121,9 @@ class OpenAIBackend:
         self.context = context
         self.send_extra_fields = True  # turned off once the server rejects top_k / repetition_penalty
         self.last_stats: dict = {}
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r})"
 
     # -- public -------------------------------------------------------------------------------
     @property
@@ -311,7 +314,7 @@ class OpenAIBackend:
 
     def _send(self, method: str, url: str, body: dict | None) -> dict:
         data = None if body is None else json.dumps(body).encode()
-        headers = {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"}
+        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
         request = urllib.request.Request(url, data=data, headers=headers, method=method)

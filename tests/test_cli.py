@@ -108,3 +108,12 @@ def test_set_on_an_existing_run_without_preset_is_refused(tmp_path, capsys):
     Pipeline(preset("smoke", name="r"), tmp_path / "r").mark("iter_1/queries", records=1)
     assert main(["run", "--name", "r", "--runs-dir", str(tmp_path), "--set", "train.lr=0.1"]) == 2
     assert "--set with the existing run" in capsys.readouterr().err
+
+
+def test_a_run_name_that_is_a_link_out_of_the_runs_folder_is_refused(tmp_path, capsys):
+    runs, outside = tmp_path / "runs", tmp_path / "outside"
+    runs.mkdir()
+    outside.mkdir()
+    (runs / "r").symlink_to(outside)
+    assert main(["run", "--name", "r", "--runs-dir", str(runs), "--preset", "smoke"]) == 2
+    assert "leads outside" in capsys.readouterr().err and list(outside.iterdir()) == []
