@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from . import lengthen, records, sft
-from .chat import derive_seed
+from .chat import ChatRequest, derive_seed, render_prompt
 from .config import Config
 from .models import ROLES, LoadedModel, add_roles, load_base, load_roles, lora_config, reset_role, save_roles
 from .queries import Deduper, synthesize_round
@@ -84,7 +84,23 @@ class Pipeline:
             c = self.config
             self._loaded = load_base(c.model, quantization=c.quantization, dtype=c.dtype, device=c.device,
                                      trust_remote_code=c.trust_remote_code)
+            self.check_prompt_lengths()
         return self._loaded
+
+    def check_prompt_lengths(self) -> None:
+        """Refuse, before any work, a seed, held-out or AgentWrite prompt that would leave its answer no
+        room: one of more than half the model's context, counted with the model's own tokenizer."""
+        c = self.config
+        tok = self._loaded.tokenizer
+        context = getattr(self._loaded.model.config, "max_position_embeddings", None) or 32768
+        for f in [*c.seeds, *c.held_out, *([c.agentwrite.queries] if c.agentwrite.queries else [])]:
+            for number, r in records.numbered_objects(f):
+                prompt = render_prompt(tok, ChatRequest([{"role": "user", "content": r.get("query", "")}]))
+                n = len(tok(prompt, add_special_tokens=False)["input_ids"])
+                if n > context // 2:
+                    raise ValueError(f"{f}:{number}: the query is {n} tokens long, more than half of the model's "
+                                     f"context ({context}), so its answer would have no room. Shorten it or remove "
+                                     "that line.")
 
     @property
     def backend(self):

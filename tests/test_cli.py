@@ -52,14 +52,34 @@ def test_dpo_needs_a_run_and_an_adapter(tmp_path, capsys):
 
 @pytest.mark.integration
 def test_agentwrite_train_and_dpo_on_the_smoke_preset(tmp_path, capsys):
-    """`sltk agentwrite` makes data, trains a Generator and prints the table; `sltk train --data` and
-    `sltk dpo` work on what it wrote; a second `sltk agentwrite` finds every step done."""
+    """`sltk agentwrite`, killed (SIGKILL) in its plans, its sections (half a line written), its assembly,
+    its training and its held-out answers and run again each time, makes data, trains a Generator and
+    prints the table; `sltk train --data` and `sltk dpo` work on what it wrote; a second
+    `sltk agentwrite` finds every step done."""
     import json
+    import os
+    import subprocess
+    import sys
 
     from datasets import load_dataset
 
     runs = str(tmp_path)
+    command = [sys.executable, "-m", "sltk.cli", "agentwrite", "--preset", "smoke", "--name", "aw", "--runs-dir", runs]
+    for kill in ("plans.jsonl:1", "sections.jsonl:2:torn", "texts.jsonl:1", "generator.ckpt:1", "eval:1"):
+        killed = subprocess.run(command, env={**os.environ, "SLTK_KILL_AT": kill}, capture_output=True, text=True)
+        assert killed.returncode == -9, f"{kill} not reached: {killed.stderr[-2000:]}"
     assert main(["agentwrite", "--preset", "smoke", "--name", "aw", "--runs-dir", runs]) == 0
+    aw = tmp_path / "aw" / "agentwrite"
+    lines = {n: (aw / f"{n}.jsonl").read_text() for n in ("plans", "sections", "texts")}
+    assert all(text.endswith("\n") for text in lines.values())  # no partial line
+    plans = [json.loads(line) for line in lines["plans"].splitlines()]
+    sections = [json.loads(line) for line in lines["sections"].splitlines()]
+    assert sorted(p["id"] for p in plans) == sorted(json.loads(t)["id"] for t in lines["texts"].splitlines())
+    assert len(plans) == 3 and len({p["id"] for p in plans}) == 3
+    for plan in plans:  # each section written once, none missing
+        steps = sorted(s["step"] for s in sections if s["query_id"] == plan["id"])
+        if plan["ok"] and not any(s["empty"] for s in sections if s["query_id"] == plan["id"]):
+            assert steps == list(range(1, len(plan["steps"]) + 1))
     out = capsys.readouterr().out
     assert "AgentWrite:" in out and "| agentwrite |" in out and "| control |" in out
     folder = tmp_path / "aw"

@@ -95,3 +95,19 @@ def test_a_bad_seeds_file_is_named_before_any_model_loads(tmp_path, lines, named
     with pytest.raises(ValueError) as err:
         Pipeline(preset("smoke", seeds=[str(seeds)]), tmp_path / "r")
     assert str(seeds) in str(err.value) and named in str(err.value)
+
+
+def test_a_query_that_leaves_its_answer_no_room_is_refused_when_the_model_loads(tmp_path, tokenizer, monkeypatch):
+    from conftest import tiny_model
+
+    from sltk import pipeline
+
+    seeds = tmp_path / "seeds.jsonl"
+    long_query = "Write about this. " + "word " * 400  # the tiny model's context is 512 tokens
+    seeds.write_text(json.dumps({"id": "ok", "query": "Write a poem."}) + "\n"
+                     + json.dumps({"id": "long", "query": long_query}) + "\n")
+    monkeypatch.setattr(pipeline, "load_base", lambda *a, **k: tiny_model(tokenizer))
+    p = Pipeline(preset("smoke", seeds=[str(seeds)]), tmp_path / "r", progress=False)
+    with pytest.raises(ValueError, match=r"seeds.jsonl:2: the query is \d+ tokens long, more than half of the "
+                                         r"model's context \(512\)"):
+        assert p.loaded is None
