@@ -344,14 +344,15 @@ class AgentWrite:
     def _write(self, jobs: list[tuple[dict, int]], plans: dict, by_prompt: dict, desc: str) -> list[dict]:
         """Write one chunk of (prompt, step) jobs, again while a section repeats (up to section_tries)."""
         cfg = self.cfg
-        so_far = {it["id"]: (None if cfg.parallel else assemble([r["text"] for r in by_prompt[it["id"]]]))
-                  for it, _ in jobs}
+        # the sections before each job's step (a section written again later sees only what came before it)
+        so_far = [None if cfg.parallel else assemble([r["text"] for r in by_prompt[it["id"]] if r["step"] < k])
+                  for it, k in jobs]
         results: dict[int, dict] = {}
         pending = list(range(len(jobs)))
         for attempt in range(cfg.section_tries + 1):
             if not pending:
                 break
-            reqs = [self._request(jobs[i][0], plans[jobs[i][0]["id"]], jobs[i][1], so_far[jobs[i][0]["id"]], attempt)
+            reqs = [self._request(jobs[i][0], plans[jobs[i][0]["id"]], jobs[i][1], so_far[i], attempt)
                     for i in pending]
             outs = self._generate(reqs, self.sampling, desc if not attempt else f"{desc} again")
             again = []
@@ -360,7 +361,7 @@ class AgentWrite:
                 lang = it.get("lang", "en")
                 body = trim_to_sentence(strip_labels(out.text), lang) if out.finish_reason != "stop" else strip_labels(
                     out.text)
-                repeated = repeats(so_far[it["id"]] or "", body, lang)
+                repeated = repeats(so_far[i] or "", body, lang)
                 results[i] = {"id": f"{it['id']}-s{k:02d}", "query_id": it["id"], "step": k, "text": body,
                               "raw_words": text.count_words(out.text), "tokens": out.tokens,
                               "finish": out.finish_reason, "tries": attempt + 1, "repeated": repeated, "cut": False}
@@ -372,7 +373,7 @@ class AgentWrite:
             r = results[i]
             it = jobs[i][0]
             if r["repeated"] and cfg.cut_repeats:
-                r["text"] = clean_part(so_far[it["id"]] or "", r["text"], it.get("lang", "en"))
+                r["text"] = clean_part(so_far[i] or "", r["text"], it.get("lang", "en"))
                 r["cut"] = True
             r["words"] = text.count_words(r["text"])
             # an empty reply drops the sample; a section emptied by cutting its repeats is left out

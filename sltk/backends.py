@@ -239,16 +239,7 @@ class HFBackend:
     ) -> list[Completion]:
         """Generate for every request; results come back in the order of `requests`."""
         sampling = sampling or Sampling()
-        prompts = []
-        for req in requests:
-            validate(req)
-            ids = self.tokenizer(render_prompt(self.tokenizer, req), add_special_tokens=False)["input_ids"]
-            if len(ids) >= self.context:
-                raise PromptError(
-                    f"Request {req.id or ''} has {len(ids)} prompt tokens, at or over the model's "
-                    f"context of {self.context}. Shorten the prompt or use a model with a longer context."
-                )
-            prompts.append(ids)
+        prompts = self._encode(requests)
         caps = [(r.max_new_tokens, r.min_new_tokens) for r in requests]
         seeds = request_seeds(requests, seed)
         results: list[Completion | None] = [None] * len(requests)
@@ -282,34 +273,52 @@ class HFBackend:
                                     bar.set_postfix_str(f"{total_tokens / elapsed:.1f} tok/s", refresh=False)
                                     bar.update(1)
                         indices = []
-                    except torch.OutOfMemoryError:
+                    except torch.cuda.OutOfMemoryError:
                         indices = [i for i in indices if results[i] is None]
+                    if indices:  # out of memory; outside the except block the failed batch can be freed
                         self._halve_batch(len(indices))
         finally:
             if bar is not None:
                 bar.close()
-        elapsed = time.perf_counter() - started
+        self._record_stats(results, total_tokens, time.perf_counter() - started)
+        faults.point(desc)
+        return results  # type: ignore[return-value]
+
+    def _encode(self, requests: list[ChatRequest]) -> list[list[int]]:
+        """Each request's prompt tokens; one at or over the model's context is refused by id."""
+        prompts = []
+        for req in requests:
+            validate(req)
+            ids = self.tokenizer(render_prompt(self.tokenizer, req), add_special_tokens=False)["input_ids"]
+            if len(ids) >= self.context:
+                raise PromptError(
+                    f"Request {req.id or ''} has {len(ids)} prompt tokens, at or over the model's "
+                    f"context of {self.context}. Shorten the prompt or use a model with a longer context."
+                )
+            prompts.append(ids)
+        return prompts
+
+    def _record_stats(self, results: list[Completion], tokens: int, elapsed: float) -> None:
         self.last_stats = {
-            "requests": len(requests),
-            "tokens": total_tokens,
+            "requests": len(results),
+            "tokens": tokens,
             "seconds": elapsed,
-            "tokens_per_second": total_tokens / elapsed if elapsed else 0.0,
+            "tokens_per_second": tokens / elapsed if elapsed else 0.0,
             "decode_steps": self._steps,
             "finish_reasons": {r: sum(c.finish_reason == r for c in results) for r in FINISH_REASONS},
             "batch_size": self.batch_size,
             "oom_halvings": self.oom_halvings,
         }
-        faults.point(desc)
-        return results  # type: ignore[return-value]
 
     def _halve_batch(self, left: int) -> None:
         """Out of memory while decoding: go on with half the batch (the unfinished requests start again,
         each with its own seed, so what they write does not depend on the batch they land in)."""
-        if self.batch_size <= 1:
-            raise torch.OutOfMemoryError(
+        in_flight = min(self.batch_size, left)
+        if in_flight <= 1:
+            raise torch.cuda.OutOfMemoryError(
                 "Out of memory with a batch of 1: lower sampling.max_new_tokens, use a smaller model, or "
                 "quantization='nf4'.")
-        self.batch_size //= 2
+        self.batch_size = in_flight // 2
         self.oom_halvings += 1
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -118,8 +118,8 @@ def _repair(args) -> int:
     from . import records
 
     folder = Path(args.runs_dir) / args.name
-    if not (folder / "config.yaml").exists():
-        raise FileNotFoundError(f"No run at {folder} (no config.yaml); check --name and --runs-dir.")
+    if not (folder / "manifest.json").exists():
+        raise FileNotFoundError(f"No run at {folder} (no manifest.json); check --name and --runs-dir.")
     moved = records.repair(folder)
     for name, n in moved.items():
         print(f"{folder / name}: {n} damaged line(s) set aside in {folder / name}.damaged")
@@ -241,7 +241,7 @@ def _dpo(args) -> int:
         raise FileNotFoundError(f"{adapter} holds no adapter (adapter_config.json): "
                                 "train one first, or pass --adapter.")
     lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else ()
-    prompts = records.read_jsonl(Path(args.prompts)) if args.prompts else None
+    prompts = records.read_jsonl(Path(args.prompts), fields={}) if args.prompts else None  # any file name
     pipeline = Pipeline(_config(args)[0], folder)
     stats = pipeline.preference_pairs(adapter, args.k, lengths, args.judge, prompts)
     print(json.dumps(stats, indent=2))

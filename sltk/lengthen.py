@@ -91,23 +91,7 @@ def extension_round(
         ]
         outs2 = backend.generate(stage2, sampling, desc=f"extend {r + 1}/{cfg.micro_rounds} stage 2")
         for a, k, o1, o2 in zip(live, kept, outs1, outs2):
-            # stage 2 continues the pre-fill: only its closing lines can be a sign-off
-            tail = _clean(o2.text, a.item["lang"], cfg, head=not k)
-            candidate = (k + "\n\n" + tail if k else tail).strip()
-            failed = outcome(candidate, a.item["lang"], o2.tokens, o2.finish_reason, filters)["failed"]
-            words, best_words = text.count_words(candidate), text.count_words(a.best)
-            salvaged = _salvage(candidate, failed, a.item["lang"], filters) if cfg.salvage else ""
-            accepted = (not failed and words > best_words) or text.count_words(salvaged) > best_words
-            a.rounds.append({"stage1_words": text.count_words(o1.text), "kept_words": text.count_words(k),
-                             "candidate_words": words, "failed": failed, "accepted": accepted,
-                             "stage2_finish": o2.finish_reason})
-            if salvaged:
-                a.rounds[-1]["salvaged_words"] = text.count_words(salvaged)
-            if trace:
-                a.rounds[-1].update(first_half=text.first_half(a.cur), stage1=o1.text, kept=k, stage2=o2.text,
-                                    candidate=candidate, **({"salvaged": salvaged} if salvaged else {}))
-            if accepted:
-                a.cur = a.best = salvaged if failed else candidate
+            _take(a, k, o1, o2, cfg, filters, trace)
     results = []
     for a in attempts:
         draft_words = text.count_words(a.item["text"])
@@ -118,6 +102,29 @@ def extension_round(
             "ok": best_words > cfg.min_growth * draft_words,
         })
     return results
+
+
+def _take(a: Attempt, kept: str, o1, o2, cfg: ExtendConfig, filters, trace: bool) -> None:
+    """Judge one micro-round's candidate (the kept part of stage 1, then stage 2): it becomes the
+    attempt's text when it passes the filters and is longer than the best so far (or its salvaged
+    clean start does). The round is logged on the attempt."""
+    # stage 2 continues the pre-fill: only its closing lines can be a sign-off
+    tail = _clean(o2.text, a.item["lang"], cfg, head=not kept)
+    candidate = (kept + "\n\n" + tail if kept else tail).strip()
+    failed = outcome(candidate, a.item["lang"], o2.tokens, o2.finish_reason, filters)["failed"]
+    words, best_words = text.count_words(candidate), text.count_words(a.best)
+    salvaged = _salvage(candidate, failed, a.item["lang"], filters) if cfg.salvage else ""
+    accepted = (not failed and words > best_words) or text.count_words(salvaged) > best_words
+    a.rounds.append({"stage1_words": text.count_words(o1.text), "kept_words": text.count_words(kept),
+                     "candidate_words": words, "failed": failed, "accepted": accepted,
+                     "stage2_finish": o2.finish_reason})
+    if salvaged:
+        a.rounds[-1]["salvaged_words"] = text.count_words(salvaged)
+    if trace:
+        a.rounds[-1].update(first_half=text.first_half(a.cur), stage1=o1.text, kept=kept, stage2=o2.text,
+                            candidate=candidate, **({"salvaged": salvaged} if salvaged else {}))
+    if accepted:
+        a.cur = a.best = salvaged if failed else candidate
 
 
 def _stage_cap(source: str, cfg: ExtendConfig, sampling: Sampling) -> int | None:

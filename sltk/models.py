@@ -176,15 +176,12 @@ def load_base(
     tokenizer.padding_side = "left"
     if not getattr(tokenizer, "chat_template", None):
         raise ModelError(f"Model '{source}' has no chat template; sltk needs an instruct/chat model.")
-    try:
-        net = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, trust_remote_code=trust_remote_code,
-                                                   **kwargs)
-    except OSError as exc:
-        if "safetensors" not in str(exc):
-            raise
+    if Path(source).is_dir() and not any(Path(source).glob("*.safetensors")):
         raise ModelError(f"Model '{source}' has no safetensors weights. sltk loads no pickled .bin weights (reading "
                          "one can run code); save the model with safetensors (save_pretrained does by default) "
-                         "or pick a model that has them.") from exc
+                         "or pick a model that has them.")
+    net = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, trust_remote_code=trust_remote_code,
+                                               **kwargs)
     net.eval()
     return LoadedModel(net, tokenizer, source, quantization, dtype, device)
 

@@ -151,19 +151,25 @@ class Pipeline:
             self.train(k, role)
         return self.stats(k)
 
-    def run_step(self, key: str, fn, outputs: tuple[Path, ...] = ()):
+    def run_step(self, key: str, fn, outputs: tuple[Path, ...] = (), rewrites: bool = True):
         """Run `fn` as the step `key` unless the manifest has it done; record its seconds and info.
 
         `outputs` are the files the step writes (JSONL files, or adapter folders): the manifest keeps
         each one's record count, and a finished step whose file is now missing or short (a line
         removed or set aside by `sltk repair`, a file deleted) is not trusted but run again, which
-        writes only the missing records.
+        writes only the missing records. A step whose records are not made one by one (`rewrites=False`:
+        the queries, which come in rounds) stops instead, saying how to go on.
         """
         before = {}
         if self.done(key):
             lost = self._lost_outputs(key)
             if not lost:
                 return None
+            if not rewrites:
+                raise RuntimeError(
+                    f"Step {key} was finished, but {'; '.join(lost)}, and its records are not made one by one, so "
+                    "they cannot be written again. Restore the file, or remove the step's files and its entry in "
+                    f"{self.folder / 'manifest.json'} to run it afresh (the steps after it then need the same).")
             records.log.warning("sltk: step %s was finished, but %s; running it again for what is missing.",
                                 key, "; ".join(lost))
             before = self.manifest["steps"].pop(key).get("outputs") or {}
@@ -192,7 +198,8 @@ class Pipeline:
 
     # -- step 1: queries ----------------------------------------------------------------------
     def queries(self, k: int) -> None:
-        self.run_step(f"iter_{k}/queries", lambda: self._queries(k), (self.iteration_dir(k) / "queries.jsonl",))
+        self.run_step(f"iter_{k}/queries", lambda: self._queries(k), (self.iteration_dir(k) / "queries.jsonl",),
+                      rewrites=False)
 
     def _queries(self, k: int) -> dict:
         """Rounds of self-instruct until each language has its share or the tries are used up.
@@ -419,7 +426,7 @@ class Pipeline:
                 for name in ("drafts.jsonl", "extended.jsonl"):
                     pool += records.read_jsonl(self.iteration_dir(j) / name)
             pool += records.read_jsonl(out / "harvest.jsonl")
-            pool = [r for r in pool if r["ok"]]
+            pool = sorted((r for r in pool if r["ok"]), key=lambda r: r["id"])  # not the order they were written in
             final = sft.final_records(pool, c.final.min_words, c.final.max_words, _rng(c.seed, "final"))
             records.write_jsonl(out / "dataset.jsonl", final)
             sft.save_hf_dataset(final, out / "hf_dataset")

@@ -37,15 +37,21 @@ ANSWER_FIELDS = {"id": str, "text": str, "words": int}
 
 
 def fields_of(path: str | os.PathLike) -> dict | None:
-    """The fields a file of this name must hold, or None for a file sltk does not know."""
-    name = Path(path).name
-    return FIELDS[".tries.jsonl"] if name.endswith(".tries.jsonl") else FIELDS.get(name)
+    """The fields a file of a run must hold, by its name and place, or None for a file sltk does not know:
+    the step files by name, a model's answers in `eval/` and `bench/<benchmark>/` (not the judge's)."""
+    path = Path(path)
+    if path.name.endswith(".tries.jsonl"):
+        return FIELDS[".tries.jsonl"]
+    if path.name in FIELDS:
+        return FIELDS[path.name]
+    answers = path.parent.name == "eval" or path.parent.parent.name == "bench"
+    return ANSWER_FIELDS if answers and ".judge" not in path.name else None
 
 
 def run_folder_of(path: str | os.PathLike) -> Path | None:
-    """The run folder (the one with manifest.json or config.yaml) that holds `path`, if any."""
+    """The run folder (the one with manifest.json) that holds `path`, if any."""
     for parent in Path(path).resolve().parents:
-        if (parent / "manifest.json").is_file() or (parent / "config.yaml").is_file():
+        if (parent / "manifest.json").is_file():
             return parent
     return None
 
@@ -139,7 +145,8 @@ def read_prompts(path: str | os.PathLike) -> list[dict]:
             raise ValueError(f"{path}:{number}: the same query as line {queries[key]}; remove one of them.")
         ids[rid] = number
         queries[key] = number
-    return [r for _, r in rows]
+    # ids name records and files downstream: always strings
+    return [{**r, "id": str(r["id"])} if r.get("id") is not None else r for _, r in rows]
 
 
 def _drop_torn_tail(path: Path) -> None:
@@ -159,9 +166,7 @@ def repair(folder: str | os.PathLike) -> dict[str, int]:
     folder = Path(folder)
     moved = {}
     for path in sorted(folder.rglob("*.jsonl")):
-        fields = fields_of(path)
-        if fields is None:
-            fields = ANSWER_FIELDS if path.parent.name == "eval" else {}
+        fields = fields_of(path) or {}
         lines = path.read_bytes().splitlines(keepends=True)
         good, bad = [], []
         for line in lines:
@@ -224,7 +229,10 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename: a lost machine leaves the old file, not an empty one
     except OSError:
         tmp.unlink(missing_ok=True)
         raise

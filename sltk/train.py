@@ -429,7 +429,7 @@ def _save_adapter(model, role: str, out_dir: Path, stats: dict) -> None:
         model.save_pretrained(str(tmp), selected_adapters=[role])
         written = tmp / role if (tmp / role).is_dir() else tmp  # PEFT nests every adapter but "default"
         (written / MARKER).write_text(json.dumps(stats, indent=1))
-    except (OSError, RuntimeError) as exc:  # a full disk: nothing half-written is left behind
+    except Exception as exc:  # a full disk (safetensors raises its own error type): nothing half-written stays
         shutil.rmtree(tmp, ignore_errors=True)
         if not isinstance(exc, OSError) and shutil.disk_usage(out_dir.parent).free < 64 << 20:
             raise OSError(errno.ENOSPC, "No space left on device", str(out_dir)) from exc
@@ -527,16 +527,7 @@ def train_role(
             torch.manual_seed(config.seed)
             order = epoch_order(len(batches), config.seed, 0)
         else:
-            with torch.no_grad():
-                for name, p in params.items():
-                    p.copy_(state["adapter"][name])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            _set_rng_state(state["rng"])
-            order = state["order"]
-            stats.update({k: state["stats"][k] for k in ("losses", "target_tokens", "tokens", "seconds")})
-            stats.update(steps=state["step"], epochs=state["step"] / steps_per_epoch, resumed_from_step=state["step"],
-                         final_loss=stats["losses"][-1] if stats["losses"] else None)
+            order = _restore(state, params, optimizer, scheduler, stats, steps_per_epoch)
         loop = _Loop(model, examples, batches, optimizer, scheduler, params, config, _pad_id(loaded.tokenizer))
         bar = progress_bar(total_steps, f"train {role}", "step", stats["resumed_from_step"], progress)
         loop.run(state["step"] if state else 0, order, total_steps, steps_per_epoch, stats, ckpt, stop_after_steps, bar)
@@ -545,6 +536,21 @@ def train_role(
         _save_adapter(model, role, out_dir, stats)
         shutil.rmtree(ckpt, ignore_errors=True)
     return stats
+
+
+def _restore(state: dict, params: dict, optimizer, scheduler, stats: dict, steps_per_epoch: int) -> list[int]:
+    """Put a checkpoint back: the adapter's weights, the optimizer, the schedule, the random streams and
+    the statistics so far. Returns the batch order of the epoch it stopped in."""
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(state["adapter"][name])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    stats.update({k: state["stats"][k] for k in ("losses", "target_tokens", "tokens", "seconds")})
+    stats.update(steps=state["step"], epochs=state["step"] / steps_per_epoch, resumed_from_step=state["step"],
+                 final_loss=stats["losses"][-1] if stats["losses"] else None)
+    return state["order"]
 
 
 class _Loop:

@@ -36,7 +36,7 @@ def test_a_record_missing_a_field_or_of_the_wrong_type_is_named_with_the_fix(tmp
 
 def test_repair_sets_damaged_lines_aside_and_keeps_good_ones_byte_for_byte(tmp_path, capsys):
     run = tmp_path / "r"
-    Pipeline(preset("smoke"), run)
+    Pipeline(preset("smoke"), run).mark("iter_1/drafts")
     good = [json.dumps(_draft(i), ensure_ascii=False) + "\n" for i in range(3)]
     bad = ['{"id": oops}\n', json.dumps({"id": "x"}) + "\n", '{"id": "cut sh']
     path = run / "iter_1" / "drafts.jsonl"
@@ -98,5 +98,9 @@ def test_a_step_that_cannot_write_its_records_one_by_one_stops_with_the_way_out(
     records.append_jsonl(path, rows)
     p.run_step("iter_1/queries", lambda: {"records": 2}, (path,))
     records.write_jsonl(path, rows[:1])
+    with pytest.raises(RuntimeError, match="iter_1/queries.jsonl has 1 of its 2 records, and its records are not "
+                                           "made one by one"):
+        p.queries(1)  # the real step: it refuses before making any new query
+    assert records.count(path) == 1
     with pytest.raises(RuntimeError, match=r"could not write again what is missing from \['iter_1/queries.jsonl'\]"):
-        p.run_step("iter_1/queries", lambda: {"records": 1}, (path,))
+        p.run_step("iter_1/queries", lambda: {"records": 1}, (path,))  # a step that tried and fell short
