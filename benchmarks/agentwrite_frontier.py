@@ -36,7 +36,13 @@ def frontier(run: Path):
     table.insert(1, "epochs", pd.array([trained.get(n, {}).get("epochs") for n in table["model"]], dtype="Int64"))
     table.insert(2, "final_loss", [round(trained[n]["final_loss"], 3) if trained.get(n, {}).get("final_loss")
                                    else None for n in table["model"]])
+    table.insert(3, "texts", pd.array([trained.get(n, {}).get("texts") for n in table["model"]], dtype="Int64"))
     return table, answers
+
+
+def _label(row) -> str:
+    """A model's name on the figure: its epochs and training texts, for a trained one."""
+    return row["model"] if pd.isna(row["epochs"]) else f"{row['epochs']} epochs\n{row['texts']} texts"
 
 
 def _training(run: Path, name: str) -> dict:
@@ -45,7 +51,8 @@ def _training(run: Path, name: str) -> dict:
         info = folder / "sltk_train.json"
         if info.exists() and (name == "agentwrite") == (folder.parent.name == "adapters"):
             data = json.loads(info.read_text())
-            return {"epochs": data["config"]["epochs"], "final_loss": data.get("final_loss")}
+            return {"epochs": data["config"]["epochs"], "final_loss": data.get("final_loss"),
+                    "texts": data.get("examples")}
     return {}
 
 
@@ -59,13 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     (args.run / "eval" / "agentwrite_frontier.md").write_text(markdown(table))
     print(markdown(table))
     out = args.out or args.run / "figures"
-    plots.save(plots.growth_intervals(table, "Held-out words against the base model (95% bootstrap)"),
+    shown = table.assign(model=table.apply(_label, axis=1))
+    plots.save(plots.growth_intervals(shown, "Held-out words against the base model (95% bootstrap)"),
                out / "agentwrite_heldout.png")
-    longest = table.iloc[table["mean"].idxmax()]["model"]
+    best = table.iloc[table["mean"].idxmax()]
+    longest = best["model"]
     data = [r["words"] for r in records.read_jsonl(args.run / "agentwrite" / "dataset.jsonl")]
-    plots.save(plots.length_histograms({"AgentWrite texts (training data)": data,
+    plots.save(plots.length_histograms({"AgentWrite texts": data,
                                         "base model's answers": [a["words"] for a in answers[heldout.BASE]],
-                                        f"{longest}'s answers": [a["words"] for a in answers[longest]]},
+                                        f"Generator ({_label(best).replace(chr(10), ', ')})": [
+                                            a["words"] for a in answers[longest]]},
                                        "Words: the AgentWrite data and the held-out answers"),
                out / "agentwrite_lengths.png")
     print(f"figures: {out / 'agentwrite_heldout.png'}, {out / 'agentwrite_lengths.png'}")

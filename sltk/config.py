@@ -441,10 +441,11 @@ PRESETS: dict[str, dict] = {
         # The 135M model ignores LongWriter's plan format but writes a numbered outline when pre-filled
         # with "1.", and writes a few hundred words without looping: five short sections, each shown
         # the end of the text so far, written again once when it repeats it, then cut before a repeat.
+        # A Generator writes about as long as its data: only the texts of 900 words or more are kept.
         "agentwrite": {"prompts": 48, "plan_style": "outline", "sections": 5, "min_sections": 3, "max_sections": 5,
                        "plan_max_new_tokens": 160, "words_per_section": 220, "min_section_words": 150,
                        "max_section_words": 300, "section_cap": 1.4, "context_words": 250, "section_tries": 1,
-                       "cut_repeats": True, "min_words": 600, "train_epochs": 10},
+                       "cut_repeats": True, "min_words": 900, "train_epochs": 10},
     },
     # A 7-8B model in 4-bit on a 16 GB T4 (fp16 compute), sized with `python -m sltk.memory colab-t4`;
     # the estimate step by step: docs/performance.md.

@@ -218,7 +218,17 @@ def locate(name: str, root: str | os.PathLike | None = None) -> Path:
 
 def resolve(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
     """A benchmark file: the path itself when it exists, else the official name looked up in `root`."""
-    return Path(name_or_path) if Path(name_or_path).exists() else locate(str(name_or_path), root)
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    if str(name_or_path).lower() not in BENCHMARKS and (path.suffix or len(path.parts) > 1):
+        raise FileNotFoundError(f"{path} does not exist: give the path of a benchmark file, or one of the names "
+                                f"{sorted(BENCHMARKS)} (looked up in $SLTK_EVAL_SETS).")
+    found = locate(str(name_or_path), root)
+    if not found.is_file():
+        raise FileNotFoundError(f"{found} does not exist: put the official file there, or fetch it with "
+                                f"sltk.eval_sets.fetch({str(name_or_path).lower()!r}, folder).")
+    return found
 
 
 def load(name_or_path: str | os.PathLike, lang: str | None = None, root: str | os.PathLike | None = None) -> list[dict]:

@@ -62,3 +62,19 @@ def smol_fp32(embedded_dir):
 def smol_nf4(embedded_dir):
     """The real embedded model in 4-bit NF4 (QLoRA's base)."""
     return load_base(quantization="nf4")
+
+
+SMOKE_RUN_ARGS = ["--preset", "smoke", "--set", "iterations=1", "--set", "eval.prompts=1"]
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """One real, uninterrupted `sltk run` of one smoke iteration (queries to both trained roles, the final
+    dataset, the held-out answers), shared by the tests that need a finished run. Copy it to change it."""
+    import subprocess
+    import sys
+
+    runs = tmp_path_factory.mktemp("shared_runs")
+    subprocess.run([sys.executable, "-m", "sltk.cli", "run", "--name", "ref", "--runs-dir", str(runs),
+                    *SMOKE_RUN_ARGS], check=True, capture_output=True, timeout=900)
+    return runs / "ref"

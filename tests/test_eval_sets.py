@@ -253,3 +253,12 @@ def test_official_urls():
     assert urls["longen"].endswith("/eval/LonGen.jsonl")
     for name in ("longbench_write_en", "longwrite_ruler"):
         assert urls[name].endswith(f"/evaluation/{name}.jsonl")
+
+
+def test_a_benchmark_path_that_does_not_exist_is_named(tmp_path):
+    from sltk.eval_sets import resolve
+
+    with pytest.raises(FileNotFoundError, match="missing.jsonl does not exist: give the path of a benchmark file"):
+        resolve(tmp_path / "missing.jsonl")
+    with pytest.raises(FileNotFoundError, match="LonGen.jsonl does not exist: put the official file there"):
+        resolve("longen", root=tmp_path)

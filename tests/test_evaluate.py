@@ -9,20 +9,17 @@ import pytest
 
 from sltk import evaluate
 from sltk.cli import main
-from sltk.config import preset
-from sltk.pipeline import Pipeline
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+def run_copy(smoke_run, tmp_path_factory):
+    """The shared finished smoke run, copied: these tests add benchmark answers to it."""
+    import shutil
+
     folder = tmp_path_factory.mktemp("runs") / "ev"
-    pipe = Pipeline(preset("smoke", name="ev", iterations=1), folder, progress=False)
-    for step in (pipe.queries, pipe.drafts, pipe.extend, pipe.sft):
-        step(1)
-    for role in ("generator", "extender"):
-        pipe.train(1, role)
+    shutil.copytree(smoke_run, folder)
     return folder
 
 
@@ -31,7 +28,8 @@ def _bench(path, rows):
     return path
 
 
-def test_eval_scores_a_longbench_write_file_and_resumes(smoke_run, tmp_path, capsys):
+def test_eval_scores_a_longbench_write_file_and_resumes(run_copy, tmp_path, capsys):
+    smoke_run = run_copy
     bench = _bench(tmp_path / "longbench_write_en.jsonl", [
         {"prompt": "Write a 300-word story about a lighthouse.", "type": "Literature", "length": 300},
         {"prompt": "Write a 1000-word guide to growing tomatoes.", "type": "Guide", "length": 1000},
@@ -61,7 +59,7 @@ def test_eval_scores_a_longbench_write_file_and_resumes(smoke_run, tmp_path, cap
     assert len(judged) == 2 and all(len(r["scores"]) == 6 for r in judged)
 
 
-def test_eval_refuses_an_unknown_model_and_a_missing_run(smoke_run, tmp_path, capsys):
+def test_eval_refuses_an_unknown_model_and_a_missing_run(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown model"):
         evaluate.model_names(1, ["generator_iter_3"])
     assert main(["eval", "--run", "nope", "--runs-dir", str(tmp_path), "--benchmark", "x.jsonl"]) == 2

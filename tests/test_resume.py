@@ -19,12 +19,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import SMOKE_RUN_ARGS
 
 from sltk.records import read_jsonl
 
 pytestmark = pytest.mark.integration
 
-ARGS = ["--preset", "smoke", "--set", "iterations=1", "--set", "eval.prompts=1"]
+ARGS = SMOKE_RUN_ARGS  # the same command as the shared uninterrupted run
 BENCH = [{"prompt": "Write a 200-word story about a lighthouse.", "type": "Literature", "length": 200},
          {"prompt": "Write a 400-word guide to tomatoes.", "type": "Guide", "length": 400}]
 # (kill point, the step it lands in), in the order the run reaches them
@@ -70,13 +71,13 @@ def _records(folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
+def reference(smoke_run):
+    """The shared uninterrupted run of the same command, with `sltk eval` added to it."""
+    runs = smoke_run.parent
     bench = runs / "lbw_small.jsonl"
     bench.write_text("".join(json.dumps(r) + "\n" for r in BENCH))
-    assert _run(runs, "ref").returncode == 0
     assert _run(runs, "ref", command=_eval_cmd(runs, "ref", bench)).returncode == 0
-    return runs / "ref", bench
+    return smoke_run, bench
 
 
 DISK: dict[str, str] = {}  # what the full and the read-only disk produced, for the test that reports it
