@@ -2,11 +2,11 @@
 resumed each time, against an uninterrupted run of the same command.
 
 The kill points are named, not timed (`SLTK_KILL_AT`, see sltk/faults.py): after the queries' judge,
-after a round of queries, half-way through a line of drafts, after extension stage 1, just before a
-manifest write, while the SFT records are written, after a checkpoint of each role (one left as its
-temporary file), during the final harvest and dataset, during the held-out answers and during
-`sltk eval`. Where the test may mount a tmpfs, the run folder lives on one and is also made read-only
-(refused by name before any work) and full (during training: a clear stop, nothing half-written left).
+half-way through a line of drafts, after each extension stage, while the SFT records are written,
+after a checkpoint of each role (one left as its temporary file), during the final harvest, with the
+final dataset written but its manifest entry not, during the held-out answers and during `sltk eval`.
+Where the test may mount a tmpfs, the run folder lives on one and is also made read-only (refused by
+name before any work) and full (during training: a clear stop, nothing half-written left).
 The resumed run must end with the same files, ids, counts and content as the uninterrupted one, no
 partial line anywhere, and no finished step redone.
 """
@@ -31,18 +31,17 @@ BENCH = [{"prompt": "Write a 200-word story about a lighthouse.", "type": "Liter
 # (kill point, the step it lands in), in the order the run reaches them
 KILLS = [
     ("judge:1", "iter_1/queries"),
-    ("queries.jsonl:1", "iter_1/queries"),
     ("drafts.jsonl:2:torn", "iter_1/drafts"),
     ("extend 1/1 stage 1:1", "iter_1/extended"),
-    ("manifest.json:1", "iter_1/extended"),
+    ("extend 1/1 stage 2:1", "iter_1/extended"),
     ("sft_extender.jsonl:1", "iter_1/sft"),
     ("generator.ckpt:1", "iter_1/train_generator"),
     ("extender.ckpt:1:torn", "iter_1/train_extender"),
     ("harvest.jsonl:1", "final/harvest"),
-    ("dataset.jsonl:1", "final/dataset"),
+    ("manifest.json:2", "final/dataset"),  # the harvest marked, then the dataset not
     ("eval:1", "eval/answers"),
 ]
-EVAL_KILLS = ["lbw_small:1", "base.jsonl:1"]
+EVAL_KILLS = ["base.jsonl:1"]
 
 
 def _run(runs: Path, name: str, kill: str | None = None, command: list[str] | None = None):
