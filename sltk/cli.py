@@ -123,6 +123,9 @@ def _repair(args) -> int:
     moved = records.repair(folder)
     for name, n in moved.items():
         print(f"{folder / name}: {n} damaged line(s) set aside in {folder / name}.damaged")
+        if Path(name).name == "queries.jsonl":
+            print("  queries come in rounds and are not written again one by one: restore them from the "
+                  ".damaged file, or the run stops and says how to start that iteration afresh.")
     print(f"{sum(moved.values())} damaged line(s) in {len(moved)} file(s). "
           + (f"Run the same command as before to write them again (e.g. `sltk run --name {args.name}`)."
              if moved else "Nothing to repair."))
