@@ -52,8 +52,8 @@ def test_dpo_needs_a_run_and_an_adapter(tmp_path, capsys):
 
 @pytest.mark.integration
 def test_agentwrite_train_and_dpo_on_the_smoke_preset(tmp_path, capsys):
-    """`sltk agentwrite`, killed (SIGKILL) in its plans, its sections (half a line written) and its
-    assembly and run again each time, makes data, trains a Generator and prints the table;
+    """`sltk agentwrite`, killed (SIGKILL) in its plans and in its sections (half a line written) and
+    run again each time, makes data, trains a Generator and prints the table;
     `sltk train --data` and `sltk dpo` work on what it wrote; a second `sltk agentwrite` finds every
     step done."""
     import json
@@ -65,7 +65,7 @@ def test_agentwrite_train_and_dpo_on_the_smoke_preset(tmp_path, capsys):
 
     runs = str(tmp_path)
     command = [sys.executable, "-m", "sltk.cli", "agentwrite", "--preset", "smoke", "--name", "aw", "--runs-dir", runs]
-    for kill in ("plans.jsonl:1", "sections.jsonl:2:torn", "texts.jsonl:1"):
+    for kill in ("plans.jsonl:1", "sections.jsonl:2:torn"):
         killed = subprocess.run(command, env={**os.environ, "SLTK_KILL_AT": kill}, capture_output=True, text=True)
         assert killed.returncode == -9, f"{kill} not reached: {killed.stderr[-2000:]}"
     assert main(["agentwrite", "--preset", "smoke", "--name", "aw", "--runs-dir", runs]) == 0
