@@ -389,6 +389,12 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _raise_disk_full(exc: Exception, folder: Path, path: Path) -> None:
+    """A writer's own error (torch's, safetensors') on a nearly full disk, raised as the OSError it is."""
+    if not isinstance(exc, OSError) and shutil.disk_usage(folder).free < 64 << 20:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path)) from exc
+
+
 def _save_checkpoint(folder: Path, state: dict) -> None:
     """Write the checkpoint file atomically (a temporary file, then a rename)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -397,8 +403,7 @@ def _save_checkpoint(folder: Path, state: dict) -> None:
         torch.save(state, tmp)
     except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError of its writer
         tmp.unlink(missing_ok=True)
-        if not isinstance(exc, OSError) and shutil.disk_usage(folder).free < 64 << 20:
-            raise OSError(errno.ENOSPC, "No space left on device", str(tmp)) from exc
+        _raise_disk_full(exc, folder, tmp)
         raise
     fault = faults.due(folder.name)
     if fault == "torn":
@@ -431,8 +436,7 @@ def _save_adapter(model, role: str, out_dir: Path, stats: dict) -> None:
         (written / MARKER).write_text(json.dumps(stats, indent=1))
     except Exception as exc:  # a full disk (safetensors raises its own error type): nothing half-written stays
         shutil.rmtree(tmp, ignore_errors=True)
-        if not isinstance(exc, OSError) and shutil.disk_usage(out_dir.parent).free < 64 << 20:
-            raise OSError(errno.ENOSPC, "No space left on device", str(out_dir)) from exc
+        _raise_disk_full(exc, out_dir.parent, out_dir)
         raise
     if out_dir.exists():
         shutil.rmtree(out_dir)
