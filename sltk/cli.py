@@ -104,7 +104,7 @@ def _eval(args) -> int:
     folder = Path(args.runs_dir) / args.run
     if not (folder / "config.yaml").exists():
         raise FileNotFoundError(f"No run at {folder} (no config.yaml): start one with `sltk run --name {args.run}`.")
-    pipeline = Pipeline(Config.load(folder / "config.yaml"), folder)
+    pipeline = Pipeline(_where(Config.load(folder / "config.yaml"), args), folder)
     settings = EvalSettings(args.benchmark, args.subset, args.max_length, args.lang, args.max_new_tokens,
                             tuple(args.models or ()), args.judge, args.seed, judge_tries=args.judge_tries,
                             judge_max_new_tokens=args.judge_max_new_tokens, judge_mode=args.judge_mode)
@@ -154,13 +154,35 @@ def _config(args):
         changes[key.strip()] = _parse_value(raw)
     folder = Path(args.runs_dir) / args.name
     if args.config:
-        return Config.load(args.config), folder
+        return _where(Config.load(args.config), args), folder
     if (folder / "config.yaml").exists() and not args.preset_given:
         if changes:
             raise ValueError(f"--set with the existing run {folder}: its settings are {folder / 'config.yaml'}. "
                              "Resume it without --set, or start another --name (with --preset) to change them.")
-        return Config.load(folder / "config.yaml"), folder
-    return preset(args.preset, name=args.name, **changes), folder
+        return _where(Config.load(folder / "config.yaml"), args), folder
+    return _where(preset(args.preset, name=args.name, **changes), args), folder
+
+
+def _where(config, args):
+    """The configuration with the command line's --backend, --base-url, --served-model and --adapters: where a
+    run computes, which a run may change between starts (these flags work on a run that exists too)."""
+    flags = {"serve.backend": getattr(args, "backend", None), "serve.base_url": getattr(args, "base_url", None),
+             "serve.model": getattr(args, "served_model", None), "serve.adapters": getattr(args, "adapters", None)}
+    changes = {k: v for k, v in flags.items() if v is not None}
+    if changes.get("serve.base_url") and "serve.backend" not in changes:
+        changes["serve.backend"] = "openai"
+    return _with(config, changes) if changes else config
+
+
+def _serve_flags(p) -> None:
+    g = p.add_argument_group("generation on a server (training stays here)")
+    g.add_argument("--backend", choices=["hf", "openai"], help="hf: in this process; openai: an OpenAI-compatible "
+                   "server (vLLM, SGLang, llama.cpp, transformers serve)")
+    g.add_argument("--base-url", help="the server, e.g. http://localhost:8000/v1 (implies --backend openai)")
+    g.add_argument("--served-model", help="the base model's name on the server (default: the run's model)")
+    g.add_argument("--adapters", choices=["load", "path", "manual"],
+                   help="how trained adapters reach the server: load (vLLM's runtime LoRA API, the default), path "
+                        "(a folder the server loads by its path: transformers serve), manual (you load them)")
 
 
 def _run(args) -> int:
@@ -289,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--config", help="a config.yaml to use instead of a preset")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change one setting, e.g. train.lr=3e-4")
+    _serve_flags(p)
     p.set_defaults(func=_run)
 
     p = sub.add_parser("agentwrite", help="LongWriter's AgentWrite: data from the base model, a Generator trained "
@@ -301,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change one setting, e.g. agentwrite.sections=6")
     p.add_argument("--queries", help="a JSONL of {'id', 'query'} to write for (default: the run's or the seeds)")
     p.add_argument("--no-train", action="store_true", help="make the data only")
+    _serve_flags(p)
     p.set_defaults(func=_agentwrite)
 
     p = sub.add_parser("train", help="train a Generator adapter on long-output records (LongWriter-6k 'messages')")
@@ -316,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loss", choices=["token", "sequence"],
                    help="token mean over the batch (default) or per-sequence mean")
     p.add_argument("--eval", action="store_true", help="then answer the held-out prompts against the base")
+    _serve_flags(p)
     p.set_defaults(func=_train)
 
     p = sub.add_parser("dpo", help="preference pairs from a trained Generator, in TRL's DPO format")
@@ -328,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompts", help="a JSONL of {'id', 'query'[, 'length']} (default: the run's AgentWrite prompts)")
     p.add_argument("--judge", action="store_true", help="quality from the run's base model as a forced-choice judge "
                                                         "(else the repetition and ending proxy)")
+    _serve_flags(p)
     p.set_defaults(func=_dpo, preset="cpu-demo", config=None, set=None)
 
     p = sub.add_parser("repair", help="set a run's damaged records aside, to be written again when it resumes")
@@ -353,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="sample: the judge writes JSON scores; choice: each score is the most probable value "
                         "(forced choice, for a weak local judge)")
     p.add_argument("--seed", type=int, default=0)
+    _serve_flags(p)
     p.set_defaults(func=_eval)
 
     args = parser.parse_args(argv)

@@ -185,6 +185,25 @@ class EvalConfig:
 
 
 @dataclass
+class ServeConfig:
+    """Where generation runs: in this process ("hf"), or on an OpenAI-compatible server ("openai": vLLM,
+    SGLang, llama.cpp, `transformers serve`). Training always runs here, on `model`. These settings say
+    where a run computes, not what it computes: a run can change them and resume."""
+
+    backend: str = "hf"
+    base_url: str | None = None  # e.g. http://localhost:8000/v1
+    model: str | None = None  # the base model's name on the server (default: `model`, or the embedded folder)
+    # How a trained adapter reaches the server: "load" through vLLM's runtime LoRA API, "path" as a folder the
+    # server loads by its path (`transformers serve`), "manual" by you (the run stops and names them).
+    adapters: str = "load"
+    concurrency: int = 8  # requests in flight
+    timeout: float = 600.0  # seconds per request
+    retries: int = 4  # per request, on connection errors, timeouts, 429 and 5xx
+    context: int | None = None  # the server's max model length: caps each request's max_tokens
+    extra_body: dict = field(default_factory=dict)  # merged into every request (a server's own options)
+
+
+@dataclass
 class Config:
     """Everything a run needs; presets change fields of it."""
 
@@ -214,6 +233,7 @@ class Config:
     final: FinalConfig = field(default_factory=FinalConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     agentwrite: AgentWriteConfig = field(default_factory=AgentWriteConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
@@ -348,6 +368,12 @@ RULES = tuple((k, lambda v: v >= 1, "at least 1") for k in AT_LEAST_ONE) + tuple
     ("agentwrite.plan_style", lambda v: v in ("longwriter", "outline"), "'longwriter' or 'outline'"),
     ("agentwrite.context_words", _positive, "null (all of it) or at least 1"),
     ("agentwrite.train_epochs", _positive, "null or at least 1"),
+    ("serve.backend", lambda v: v in ("hf", "openai"), "'hf' (in this process) or 'openai' (a server)"),
+    ("serve.adapters", lambda v: v in ("load", "path", "manual"), "'load', 'path' or 'manual'"),
+    ("serve.concurrency", lambda v: v >= 1, "at least 1"),
+    ("serve.timeout", lambda v: v > 0, "above 0 seconds"),
+    ("serve.retries", lambda v: v >= 0, "0 or more"),
+    ("serve.context", _positive, "null or at least 1"),
 )
 # Pairs that must be ordered: (lower, upper).
 ORDERED = (
@@ -374,6 +400,9 @@ def check(config: Config) -> Config:
     for low, high in ORDERED:
         if _get(config, low) > _get(config, high):
             problems.append(f"{low} = {_get(config, low)!r} must not exceed {high} = {_get(config, high)!r}")
+    if config.serve.backend == "openai" and not config.serve.base_url:
+        problems.append("serve.backend = 'openai' needs serve.base_url, the server's address (e.g. --base-url "
+                        "http://localhost:8000/v1)")
     if problems:
         raise ConfigError("Settings that cannot work: " + "; ".join(problems) +
                           ". Change them with --set KEY=VALUE (or in config.yaml).")

@@ -70,7 +70,7 @@ def judged(pipeline, name: str, items: list[dict], outputs: list[dict], kind: st
     if out.exists():
         rows = records.read_jsonl(out)
     else:
-        pipeline.load_roles_of(0)
+        pipeline.use_roles(0)
         answered = [{**i, "text": o["text"]} for i, o in zip(items, outputs)]
         if mode == "choice":
             result = judge.judge_choice(pipeline.backend, answered, kind)

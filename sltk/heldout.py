@@ -164,9 +164,7 @@ def answer_models(run, items: list[dict], files: dict[str, Path], sampling, seed
                   for p in files.values())
     if not pending:
         return answer(run.backend, {m: None for m in files}, items, files, sampling, seed, tag, desc)
-    ks = [records.model_iteration(n) for n, f in adapters.items() if isinstance(f, Path) and n not in (extra or {})]
-    run.load_roles_of(max(ks, default=0))  # a PEFT model to load the adapters into
-    with adapters_loaded(run.loaded, adapters) as roles:
+    with run.models(adapters) as roles:
         return answer(run.backend, roles, items, files, sampling, seed, tag, desc, run.config.chunk)
 
 

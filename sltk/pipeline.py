@@ -14,6 +14,7 @@ manifest says so.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import random
@@ -50,8 +51,8 @@ class Pipeline:
         previous = _saved_config(saved)
         # A run folder that holds nothing but its settings (a start that failed) takes the new ones.
         started = any(p.name not in ("config.yaml", "config.yaml.tmp") for p in self.folder.iterdir())
-        if previous is not None and previous.to_dict() != config.to_dict() and started:
-            diff = sorted(k for k, v in _flat(config.to_dict()).items() if _flat(previous.to_dict()).get(k) != v)
+        if previous is not None and _identity(previous) != _identity(config) and started:
+            diff = sorted(k for k, v in _identity(config).items() if _identity(previous).get(k) != v)
             raise ValueError(
                 f"{self.folder} was started with another configuration (differs in {diff}). "
                 "Resume it with the same settings, or choose another run name."
@@ -65,6 +66,9 @@ class Pipeline:
         self._loaded = loaded
         self._backend = None
         self._adapters_of: int | None = None  # iteration whose adapters are loaded (0 = fresh)
+        self._served_of: int | None = None  # served: iteration whose roles the server's names point at
+        self._served_names: list[str] = []
+        self._served_adapters = None
 
     # -- bookkeeping --------------------------------------------------------------------------
     def done(self, key: str) -> bool:
@@ -103,13 +107,75 @@ class Pipeline:
                                      "that line.")
 
     @property
+    def served(self) -> bool:
+        """Whether generation goes to a server (`serve.backend: openai`); training stays in this process."""
+        return self.config.serve.backend == "openai"
+
+    @property
     def backend(self):
         if self._backend is None:
-            from .backends import HFBackend
+            if self.served:
+                from . import serving
 
-            self._backend = HFBackend(self.loaded, batch_size=self.config.batch_size, show_progress=self.progress,
-                                      kv_dtype=self.config.kv_cache_dtype)
+                self._backend = serving.backend(self.config, self.progress)
+                self._served_adapters = serving.ServedAdapters(self._backend, self.config, self.folder)
+            else:
+                from .backends import HFBackend
+
+                self._backend = HFBackend(self.loaded, batch_size=self.config.batch_size,
+                                          show_progress=self.progress, kv_dtype=self.config.kv_cache_dtype)
         return self._backend
+
+    def use_roles(self, k: int) -> None:
+        """Generate with the roles trained in iteration k (0: the base's weights): loaded here in process,
+        made available to the server under names that carry the iteration when served."""
+        if not self.served:
+            return self.load_roles_of(k)
+        if self._served_of == k:
+            return
+        backend = self.backend
+        if k == 0:
+            names = {}
+            backend.roles.update({role: backend.model for role in ROLES})
+        else:
+            names = self._served_adapters.provide({f"{role}-iter{k}": self.iteration_dir(k) / "adapters" / role
+                                                   for role in ROLES})
+            backend.roles.update({role: names[f"{role}-iter{k}"] for role in ROLES})
+        self._served_adapters.release(set(self._served_names) - set(names.values()))
+        self._served_names, self._served_of = list(names.values()), k
+
+    @contextlib.contextmanager
+    def models(self, adapters: dict[str, str | Path | None]):
+        """Named models to answer with: {name: adapter folder, None for the base, heldout.UNTRAINED for a fresh
+        adapter}. Yields {name: the role to put in requests}; the adapters are let go afterwards."""
+        from .heldout import UNTRAINED, adapters_loaded
+
+        if not self.served:
+            ks = [records.model_iteration(n) for n, f in adapters.items()
+                  if isinstance(f, Path) and records.is_iteration_model(n)]
+            self.load_roles_of(max(ks, default=0))  # a PEFT model to load the adapters into
+            with adapters_loaded(self.loaded, adapters) as roles:
+                yield roles
+            return
+        self.use_roles(0)
+        wanted = {n: (self._untrained_adapter() if f == UNTRAINED else Path(f)) for n, f in adapters.items() if f}
+        # an iteration's Generator goes under the name its iteration's steps used
+        keys = {n: f"generator-iter{records.model_iteration(n)}" if records.is_iteration_model(n) else n
+                for n in wanted}
+        names = self._served_adapters.provide({keys[n]: f for n, f in wanted.items()})
+        self.backend.roles.update({n: names[keys[n]] for n in wanted})
+        try:
+            yield {n: (n if f else None) for n, f in adapters.items()}
+        finally:
+            self._served_adapters.release(names.values())
+
+    def _untrained_adapter(self) -> Path:
+        """A fresh Generator adapter (the base's weights through the adapter path) saved for a server."""
+        folder = self.folder / "served" / "untrained"
+        if not (folder / "generator" / "adapter_config.json").exists():
+            self.load_roles_of(0)
+            save_roles(self.loaded, folder, roles=("generator",))
+        return folder / "generator"
 
     def load_roles_of(self, k: int) -> None:
         """Make the loaded roles those trained in iteration k (0: fresh adapters)."""
@@ -259,7 +325,7 @@ class Pipeline:
             items = [{"id": f"{r['id']}-d{j}", "query_id": r["id"], "query": r["query"], "lang": r["lang"]}
                      for r in qs for j in range(self.config.drafts.per_query)]
             if k > 1:
-                self.load_roles_of(k - 1)
+                self.use_roles(k - 1)
             role = self.adapter_for(k, "generator")
             return self._retrying(items, self.iteration_dir(k) / "drafts.jsonl", self.config.drafts.max_tries,
                                   lambda chunk: lengthen.draft_round(self.backend, chunk, role, self.draft_sampling,
@@ -330,7 +396,7 @@ class Pipeline:
             items = [{"id": f"{d['id']}-e{a}", "draft_id": d["id"], "query_id": d["query_id"], "query": d["query"],
                       "lang": d["lang"], "draft": d["text"]} for d in kept for a in range(e.attempts)]
             if k > 1:
-                self.load_roles_of(k - 1)
+                self.use_roles(k - 1)
 
             def attempt(chunk):
                 return lengthen.extension_round(self.backend, [{**it, "text": it["draft"]} for it in chunk],
@@ -353,7 +419,7 @@ class Pipeline:
             return max(traced, key=lambda r: (r["ok"], r["growth"]))
         if not ext:
             return None
-        self.load_roles_of(k - 1)
+        self.use_roles(k - 1)
         item = {**ext[0], "text": ext[0]["draft"], "seed": derive_seed(self.config.seed, "walkthrough", k)}
         shown = lengthen.extension_round(self.backend, [item], self.adapter_for(k, "extender"), self.config.extend,
                                          self.config.sampling, self.config.filters, trace=True)[0]
@@ -392,7 +458,7 @@ class Pipeline:
             return {"records": len(data), "final_loss": result.get("final_loss")}
         self.run_step(f"iter_{k}/train_{role}", run, (self.iteration_dir(k) / "adapters" / role,))
         if all(self.done(f"iter_{k}/train_{r}") for r in ROLES):
-            self._adapters_of = None  # the next use reloads both roles from iteration k's folder
+            self._adapters_of = self._served_of = None  # the next use loads both roles from iteration k's folder
 
     def train_config(self, epochs: int, seed: int):
         """The run's `train` section with this training's epochs and seed."""
@@ -412,7 +478,7 @@ class Pipeline:
         out = self.folder / "final"
 
         def harvest():
-            self.load_roles_of(K)
+            self.use_roles(K)
             qs = records.read_jsonl(self.iteration_dir(K) / "queries.jsonl")
             items = [{"id": f"{r['id']}-h{j}", "query_id": r["id"], "query": r["query"], "lang": r["lang"]}
                      for r in qs for j in range(c.final.harvest_per_query)]
@@ -465,7 +531,7 @@ class Pipeline:
         c = self.config
 
         def run():
-            self.load_roles_of(0)
+            self.use_roles(0)
             writer = AgentWrite(self.backend, folder, c.agentwrite, c.sampling, seed=c.seed, chunk=c.chunk,
                                 filters=c.filters, progress=self.progress)
             stats = writer.run(self.agentwrite_prompts())
@@ -498,14 +564,13 @@ class Pipeline:
         Prompts: AgentWrite's unless given; each needs a required length (its own `length`, else one of
         `lengths`). Quality: the run's base model as a forced-choice judge with `judge`, else the proxy.
         """
-        from . import heldout, preference, scoring
         from . import judge as judging
+        from . import preference, scoring
 
         c, folder = self.config, self.folder / "dpo"
         items = preference.with_length(prompts if prompts is not None else self.agentwrite_prompts(), list(lengths))
         sampling = c.sampling.with_(max_new_tokens=c.eval.max_new_tokens)
-        self.load_roles_of(0)
-        with heldout.adapters_loaded(self.loaded, {"dpo_policy": Path(adapter)}) as roles:
+        with self.models({"dpo_policy": Path(adapter)}) as roles:
             samples = preference.sample(self.backend, items, roles["dpo_policy"], k, sampling, c.seed,
                                         folder / "samples.jsonl", c.chunk)
         quality = None
@@ -541,6 +606,11 @@ def _saved_config(path: Path) -> Config | None:
     if not path.exists() or not path.read_text().strip():
         return None
     return Config.load(path)
+
+
+def _identity(config: Config) -> dict:
+    """The settings that make a run what it is, flat: all but `serve`, which says only where it computes."""
+    return {k: v for k, v in _flat(config.to_dict()).items() if not k.startswith("serve.")}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -13,7 +13,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from . import prompts, text
+from . import prompts, records, text
 from .chat import ChatRequest, Sampling, derive_seed
 from .config import QueryConfig
 
@@ -112,7 +112,7 @@ def synthesize_round(
             survivors.append((q, seed))
     queries = [q for q, _ in survivors]
     judge_seeds = [derive_seed(s, "judge") for _, s in survivors]
-    verdicts = (judge(backend, queries, lang, sampling, judge_seeds, mode=cfg.judge_mode) if cfg.judge
+    verdicts = (judge(backend, queries, lang, sampling, judge_seeds, mode=cfg.judge_mode, notes=stats) if cfg.judge
                 else [True] * len(queries))
     accepted = []
     for (q, _), verdict in zip(survivors, verdicts):
@@ -135,21 +135,29 @@ JUDGE_OPTIONS = {
 
 
 def judge(backend, queries: list[str], lang: str, sampling: Sampling | None = None,
-          seeds: list[int] | None = None, mode: str = "sample") -> list[bool | None]:
+          seeds: list[int] | None = None, mode: str = "sample", notes: dict | None = None) -> list[bool | None]:
     """The base model's yes/no verdict on each query's suitability for a long text (None: unclear).
 
     mode "sample" (upstream): the answer is sampled with the loop's settings and read as yes, no
     or unclear. mode "choice": a forced choice, yes when the first answer token is more likely
-    yes than no; never unclear, which suits small models that ramble instead of answering.
+    yes than no; never unclear, which suits small models that ramble instead of answering. A server
+    that returns no log-probabilities gets the sampled judge instead, said in `notes["judge_mode"]`.
     """
     if not queries:
         return []
     seeds = seeds or [derive_seed(q, "judge") for q in queries]
     reqs = [ChatRequest(prompts.judge_messages(q, lang), role=None, seed=s) for q, s in zip(queries, seeds)]
     if mode == "choice":
-        scores = backend.choice_logprobs(reqs, JUDGE_OPTIONS[lang], desc="judge")
-        return [s["yes"] > s["no"] for s in scores]
-    if mode != "sample":
+        from .served import LogprobsUnavailable
+
+        try:
+            scores = backend.choice_logprobs(reqs, JUDGE_OPTIONS[lang], desc="judge")
+            return [s["yes"] > s["no"] for s in scores]
+        except LogprobsUnavailable as exc:
+            records.log.warning("sltk: the forced-choice judge falls back to the sampled one: %s", exc)
+            if notes is not None:
+                notes["judge_mode"] = "sample (the server returned no log-probabilities)"
+    elif mode != "sample":
         raise ValueError(f"queries.judge_mode must be 'sample' or 'choice', got {mode!r}")
     settings = (sampling or Sampling()).with_(max_new_tokens=8, stop=(), loop_tokens=0)
     outs = backend.generate(reqs, settings, desc="judge")

@@ -245,6 +245,12 @@ def model_name(k: int) -> str:
     return f"generator_iter_{k}" if k else "base"
 
 
+def is_iteration_model(name: str) -> bool:
+    """Whether `name` is an iteration's Generator ("generator_iter_<k>")."""
+    prefix, _, k = name.rpartition("_")
+    return prefix == "generator_iter" and k.isdigit()
+
+
 def model_iteration(name: str) -> int:
     """The iteration of a model name: 0 for "base", k for "generator_iter_<k>"."""
     return 0 if name == "base" else int(name.rsplit("_", 1)[1])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import os
 import random
 import time
@@ -34,6 +35,7 @@ from .chat import (
 from .models import BASE, ModelError
 
 MAX_STOPS = 4  # the OpenAI API accepts at most four stop strings
+TOP_LOGPROBS = 20  # vLLM's default limit of log-probabilities per position
 EXTRA_FIELDS = ("top_k", "repetition_penalty")  # sampling fields outside the OpenAI schema
 FIX = "is the server running, and is the base_url right?"
 
@@ -44,6 +46,14 @@ class ServerError(RuntimeError):
 
 class RequestRejected(ServerError):
     """The server refused a request (a 4xx other than 429); the message carries its reason."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class LogprobsUnavailable(ServerError):
+    """The server answered without the log-probabilities that a forced choice reads."""
 
 
 class _HTTPFailure(Exception):
@@ -73,6 +83,13 @@ def _error_message(body: bytes) -> str:
             if data.get(key):
                 return str(data[key])
     return text.strip()[:500]
+
+
+def _logsumexp(values: list[float]) -> float:
+    if not values:
+        return float("-inf")
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
 
 
 def cut_at_stops(text: str, stops) -> tuple[str, bool]:
@@ -148,6 +165,69 @@ class OpenAIBackend:
         """The model ids the server lists at /models."""
         data = self._call("GET", "/models", None)
         return [m.get("id") for m in data.get("data", []) if isinstance(m, dict)]
+
+    def load_adapter(self, name: str, folder: str | os.PathLike) -> bool:
+        """Ask the server to load a LoRA adapter folder as `name`: vLLM's runtime LoRA API under the base URL,
+        else SGLang's at the server's root. False when the server has neither; True when it loaded it or had
+        it already."""
+        try:
+            self._adapter_call("load_lora_adapter", {"lora_name": name, "lora_path": str(folder)})
+        except RequestRejected as exc:
+            if exc.status in (404, 405):
+                return False
+            if "already" not in str(exc).lower():
+                raise
+        return True
+
+    def unload_adapter(self, name: str) -> None:
+        """Ask the server to unload the LoRA adapter `name`; one it does not have is not an error."""
+        try:
+            self._adapter_call("unload_lora_adapter", {"lora_name": name})
+        except RequestRejected as exc:
+            if exc.status not in (400, 404, 405):
+                raise
+
+    def _adapter_call(self, endpoint: str, body: dict) -> None:
+        try:
+            self._call("POST", f"/{endpoint}", body, json_answer=False)
+        except RequestRejected as exc:
+            if exc.status not in (404, 405) or not self.base_url.endswith("/v1"):
+                raise
+            self._call("POST", f"/{endpoint}", body, json_answer=False, base=self.base_url.removesuffix("/v1"))
+
+    def choice_logprobs(self, requests: list[ChatRequest], options: dict[str, list[str]],
+                        desc: str = "score") -> list[dict[str, float]]:
+        """HFBackend's forced choice through `/completions`: for each request, the log-probability that the
+        answer starts with each option (its spellings' first tokens, summed), read from the first answer
+        token's top log-probabilities. An option outside them counts as -inf. Raises LogprobsUnavailable
+        when the server answers without log-probabilities."""
+        tok = self.tokenizer
+        if tok is None:
+            raise ModelError("A forced choice on a server renders the prompt locally: pass tokenizer=<the served "
+                             "model's tokenizer or its path>.")
+        firsts = {label: sorted({tok.decode(tok(w, add_special_tokens=False)["input_ids"][:1]) for w in words})
+                  for label, words in options.items()}
+        for req in requests:
+            validate(req)
+        bodies = [{"model": self.served_model(r.role), "prompt": self._prompt(r), "max_tokens": 1,
+                   "temperature": 0.0, "logprobs": TOP_LOGPROBS, **self.extra_body} for r in requests]
+        try:
+            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="sltk-served") as pool:
+                answers = list(pool.map(lambda b: self._call("POST", "/completions", b), bodies))
+        except RequestRejected as exc:
+            if "logprobs" not in str(exc):
+                raise
+            raise LogprobsUnavailable(f"{exc}; use the sampled judge with this server.") from None
+        out = []
+        for data in answers:
+            try:
+                top = data["choices"][0]["logprobs"]["top_logprobs"][0]
+            except (KeyError, IndexError, TypeError):
+                raise LogprobsUnavailable(f"{self.base_url}/completions answered without top_logprobs, which a "
+                                          "forced choice reads; use the sampled judge with this server.") from None
+            out.append({label: _logsumexp([top[t] for t in toks if t in top]) for label, toks in firsts.items()})
+        faults.point(desc)
+        return out
 
     def generate(
         self,
@@ -297,22 +377,27 @@ class OpenAIBackend:
             return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return len(text.split())
 
-    def _call(self, method: str, path: str, body: dict | None) -> dict:
-        """One API call with retries on connection errors, timeouts, 429 and 5xx."""
-        url = self.base_url + path
+    def _call(self, method: str, path: str, body: dict | None, json_answer: bool = True,
+              base: str | None = None) -> dict:
+        """One API call to `base` (default: the base URL) + `path`, with retries on connection errors, timeouts,
+        429 and 5xx (`json_answer=False`: an answer that is not JSON, such as vLLM's plain-text adapter
+        messages, reads as {})."""
+        url = (base or self.base_url) + path
         last = None
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(min(self.backoff * 2 ** (attempt - 1), 60) * (1 + random.random() / 2))
             try:
-                return self._send(method, url, body)
+                return self._send(method, url, body, json_answer)
             except _HTTPFailure as exc:
                 if not exc.retryable:
-                    raise RequestRejected(f"{url} refused the request (HTTP {exc.status}): {exc.message}") from None
+                    raise RequestRejected(f"{url} refused the request (HTTP {exc.status}): {exc.message}",
+                                          exc.status) from None
                 last = exc
-        raise ServerError(f"{url} failed after {self.retries + 1} attempts; last error: {last.message}. {FIX}")
+        tries = f"{self.retries + 1} attempt{'s' if self.retries else ''}"
+        raise ServerError(f"{url} failed after {tries}; last error: {last.message}. {FIX}")
 
-    def _send(self, method: str, url: str, body: dict | None) -> dict:
+    def _send(self, method: str, url: str, body: dict | None, json_answer: bool = True) -> dict:
         data = None if body is None else json.dumps(body).encode()
         headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
         if data is not None:
@@ -320,7 +405,13 @@ class OpenAIBackend:
         request = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
+                raw = response.read()
+            if not json_answer:
+                try:
+                    return json.loads(raw)
+                except ValueError:
+                    return {}
+            return json.loads(raw)
         except urllib.error.HTTPError as exc:
             raise _HTTPFailure(exc.code, _error_message(exc.read())) from None
         except urllib.error.URLError as exc:

@@ -1,17 +1,10 @@
 """The OpenAI-compatible backend against a real `transformers serve` running the embedded model."""
 
-import importlib.util
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
+from servers import Server, free_port
 
 from sltk.backends import ChatRequest, PromptError, Sampling
 from sltk.models import ModelError
@@ -23,62 +16,6 @@ QUESTIONS = ["Name a colour.", "Write a poem.", "What is 2+2?", "Name a fruit.",
 
 def ask(question, **kw):
     return ChatRequest([{"role": "user", "content": question}], **kw)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`transformers serve` on the embedded checkpoint, in its own process group."""
-
-    def __init__(self, folder: Path, log: Path):
-        script = Path(sys.executable).parent / "transformers"
-        if not script.exists() or any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn", "openai")):
-            pytest.skip("`transformers serve` is not available: pip install 'transformers[serving]'")
-        self.model, self.port = str(folder), free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        hub = log.parent / "hub"
-        hub.mkdir(exist_ok=True)
-        # An existing, empty hub cache: /v1/models scans it and answers 500 when it is missing.
-        # One thread: the CPU is shared, and oversubscribed threads slow decoding tenfold.
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub), "OMP_NUM_THREADS": "1"}
-        self.log = log
-        self.proc = subprocess.Popen(
-            [str(script), "serve", self.model, "--device", "cpu", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self._wait(120)
-
-    def _wait(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"transformers serve exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "/models", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        pytest.fail(f"transformers serve did not answer within {timeout} s:\n{self.log.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture(scope="module")
