@@ -21,9 +21,9 @@ def free_port() -> int:
 
 class Server:
     """`transformers serve` in its own process group: on one checkpoint (`folder`), or loading whatever local
-    model a request names (folder None). `threads`: its torch threads (the CPU is shared); `flags`: more options."""
+    model a request names (folder None). `threads`: its torch threads (the CPU is shared)."""
 
-    def __init__(self, folder: Path | None, log: Path, threads: int = 1, flags: tuple[str, ...] = ()):
+    def __init__(self, folder: Path | None, log: Path, threads: int = 1):
         script = Path(sys.executable).parent / "transformers"
         if not script.exists() or any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn", "openai")):
             pytest.skip("`transformers serve` is not available: pip install 'transformers[serving]'")
@@ -36,7 +36,7 @@ class Server:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub), "OMP_NUM_THREADS": str(threads)}
         self.log = log
         self.proc = subprocess.Popen(
-            [str(script), "serve", *([self.model] if self.model else []), *flags, "--device", "cpu",
+            [str(script), "serve", *([self.model] if self.model else []), "--device", "cpu",
              "--host", "127.0.0.1", "--port", str(self.port)],
             env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         )

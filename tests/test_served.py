@@ -210,3 +210,15 @@ def test_agentwrite_runs_on_the_served_backend(server, tmp_path):
         sections = [json.loads(line) for line in (tmp_path / "sections.jsonl").read_text().splitlines()]
         assert [s["step"] for s in sections] == list(range(1, len(sections) + 1)) and sections
     assert stats["generated"]["calls"] >= 1
+
+
+@pytest.mark.integration
+def test_the_forced_choice_judge_falls_back_to_sampling_on_a_server_without_logprobs(server, caplog):
+    from sltk import queries
+
+    notes: dict = {}
+    asked = ["Write an essay on the history of tea.", "Say hi."]
+    verdicts = queries.judge(backend(server), asked, "en", GREEDY, seeds=[1, 2], mode="choice", notes=notes)
+    assert len(verdicts) == 2 and all(v in (True, False, None) for v in verdicts)
+    assert notes["judge_mode"] == "sample (the server returned no log-probabilities)"
+    assert "falls back to the sampled one" in caplog.text and "top_logprobs" in caplog.text
