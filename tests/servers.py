@@ -89,10 +89,13 @@ class Stub:
                 body = json.loads(self.rfile.read(length)) if length else None
                 stub.requests.append((method, self.path, body))
                 status, data = answer(method, self.path, body)
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting
+                    pass
 
             def do_GET(self):
                 self._reply("GET")

@@ -4,7 +4,7 @@ import json
 import time
 
 import pytest
-from servers import Server, free_port
+from servers import Server, Stub, free_port
 
 from sltk.backends import ChatRequest, PromptError, Sampling
 from sltk.models import ModelError
@@ -55,33 +55,19 @@ def test_closed_port_fails_after_retries_naming_the_url():
 def test_a_server_that_answers_garbage_or_hangs_is_retried_then_named(answer, said):
     """A real HTTP server on loopback that answers with a broken body, an answer of the wrong shape, or not
     at all in time."""
-    import http.server
-    import threading
+    def reply(method, path, body):
+        if answer is None:
+            time.sleep(1.5)  # past the client's timeout
+        return 200, answer or b""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            if answer is None:
-                time.sleep(1.5)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(answer)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = Stub(reply)
     try:
-        be = OpenAIBackend(f"http://127.0.0.1:{server.server_port}/v1", "m", retries=1, backoff=0.05, timeout=0.5,
-                           show_progress=False)
+        be = OpenAIBackend(server.url, "m", retries=1, backoff=0.05, timeout=0.5, show_progress=False)
         with pytest.raises(ServerError, match=said) as err:
             be.generate([ask("Hi"), ask("Hello")], GREEDY)
         assert "of 2 requests finished first" in str(err.value)
     finally:
-        server.shutdown()
+        server.close()
 
 
 def test_prefill_without_tokenizer_names_the_fix():
