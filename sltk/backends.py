@@ -31,6 +31,7 @@ from .chat import (  # noqa: F401  (the request types, importable from here as w
     PromptError,
     Sampling,
     derive_seed,
+    first_tokens,
     render_prompt,
     request_seeds,
     validate,
@@ -334,13 +335,7 @@ class HFBackend:
         probability is the sum over the first tokens of its spellings, which must differ from the
         other labels'. One forward pass per request, no sampling: a forced choice between the labels.
         """
-        firsts = {label: sorted({self.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words})
-                  for label, words in options.items()}
-        shared = [label for label, ids in firsts.items()
-                  if any(set(ids) & set(other) for o, other in firsts.items() if o != label)]
-        if shared:
-            raise ValueError(f"choice_logprobs: the options {shared} begin with the same token, so one forward "
-                             "pass cannot tell them apart; use spellings whose first tokens differ.")
+        firsts = first_tokens(self.tokenizer, options)
         return [{label: float(torch.logsumexp(logp[-1, ids], 0)) for label, ids in firsts.items()}
                 for logp in self.next_token_logprobs(requests, 1, desc)]
 

@@ -89,3 +89,16 @@ def render_prompt(tokenizer, request: ChatRequest) -> str:
     """The chat template applied to the messages, opened for the assistant, plus the pre-fill."""
     text = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
     return text + request.prefill
+
+
+def first_tokens(tokenizer, options: dict[str, list[str]]) -> dict[str, list[int]]:
+    """The first token ids of each label's spellings, for a forced choice read from one position; refused
+    when two labels share a first token, which one position cannot tell apart."""
+    firsts = {label: sorted({tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words})
+              for label, words in options.items()}
+    shared = [label for label, ids in firsts.items()
+              if any(set(ids) & set(other) for o, other in firsts.items() if o != label)]
+    if shared:
+        raise ValueError(f"choice_logprobs: the options {shared} begin with the same token, so one forward "
+                         "pass cannot tell them apart; use spellings whose first tokens differ.")
+    return firsts

@@ -28,6 +28,7 @@ from .chat import (
     Completion,
     PromptError,
     Sampling,
+    first_tokens,
     render_prompt,
     request_seeds,
     validate,
@@ -205,8 +206,7 @@ class OpenAIBackend:
         if tok is None:
             raise ModelError("A forced choice on a server renders the prompt locally: pass tokenizer=<the served "
                              "model's tokenizer or its path>.")
-        firsts = {label: sorted({tok.decode(tok(w, add_special_tokens=False)["input_ids"][:1]) for w in words})
-                  for label, words in options.items()}
+        firsts = {label: [tok.decode([i]) for i in ids] for label, ids in first_tokens(tok, options).items()}
         for req in requests:
             validate(req)
         bodies = [{"model": self.served_model(r.role), "prompt": self._prompt(r), "max_tokens": 1,
