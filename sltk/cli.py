@@ -164,17 +164,20 @@ def _config(args):
 
 
 def _where(config, args):
-    """The configuration with the command line's --backend, --base-url, --served-model and --adapters: where a
-    run computes, which a run may change between starts (these flags work on a run that exists too)."""
+    """The configuration with the command line's --backend, --base-url, --served-model, --adapters,
+    --train-processes and --accelerate-config: where a run computes, which a run may change between
+    starts (these flags work on a run that exists too)."""
     flags = {"serve.backend": getattr(args, "backend", None), "serve.base_url": getattr(args, "base_url", None),
-             "serve.model": getattr(args, "served_model", None), "serve.adapters": getattr(args, "adapters", None)}
+             "serve.model": getattr(args, "served_model", None), "serve.adapters": getattr(args, "adapters", None),
+             "train.processes": getattr(args, "train_processes", None),
+             "train.accelerate_config": getattr(args, "accelerate_config", None)}
     changes = {k: v for k, v in flags.items() if v is not None}
     if changes.get("serve.base_url") and "serve.backend" not in changes:
         changes["serve.backend"] = "openai"
     return _with(config, changes) if changes else config
 
 
-def _serve_flags(p) -> None:
+def _where_flags(p) -> None:
     g = p.add_argument_group("generation on a server (training stays here)")
     g.add_argument("--backend", choices=["hf", "openai"], help="hf: in this process; openai: an OpenAI-compatible "
                    "server (vLLM, SGLang, llama.cpp, transformers serve)")
@@ -183,6 +186,13 @@ def _serve_flags(p) -> None:
     g.add_argument("--adapters", choices=["load", "path", "manual"],
                    help="how trained adapters reach the server: load (vLLM's runtime LoRA API, the default), path "
                         "(a folder the server loads by its path: transformers serve), manual (you load them)")
+    g = p.add_argument_group("training in several processes (accelerate launch)")
+    g.add_argument("--train-processes", type=int, metavar="N",
+                   help="train each role in N processes, one per GPU (on a CPU: gloo); a step is then "
+                        "train.grad_accum batches in every process")
+    g.add_argument("--accelerate-config", metavar="FILE",
+                   help="an accelerate configuration for the training steps: ddp, fsdp, zero3 (sltk's, in "
+                        "data/accelerate/) or a file `accelerate config` wrote")
 
 
 def _run(args) -> int:
@@ -251,6 +261,22 @@ def _train(args) -> int:
     return 0
 
 
+def _train_role(args) -> int:
+    import json
+
+    from . import records
+    from .config import Config, TrainConfig
+    from .pipeline import Pipeline
+    from .train import train_role
+
+    folder = Path(args.folder)
+    pipeline = Pipeline(Config.load(folder / "config.yaml"), folder)
+    pipeline.load_roles_of(args.start)
+    settings = TrainConfig(**json.loads(args.settings))
+    train_role(pipeline.loaded, args.role, records.read_jsonl(Path(args.data)), Path(args.out), settings, resume=True)
+    return 0
+
+
 def _dpo(args) -> int:
     import json
 
@@ -311,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--config", help="a config.yaml to use instead of a preset")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change one setting, e.g. train.lr=3e-4")
-    _serve_flags(p)
+    _where_flags(p)
     p.set_defaults(func=_run)
 
     p = sub.add_parser("agentwrite", help="LongWriter's AgentWrite: data from the base model, a Generator trained "
@@ -324,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change one setting, e.g. agentwrite.sections=6")
     p.add_argument("--queries", help="a JSONL of {'id', 'query'} to write for (default: the run's or the seeds)")
     p.add_argument("--no-train", action="store_true", help="make the data only")
-    _serve_flags(p)
+    _where_flags(p)
     p.set_defaults(func=_agentwrite)
 
     p = sub.add_parser("train", help="train a Generator adapter on long-output records (LongWriter-6k 'messages')")
@@ -340,8 +366,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loss", choices=["token", "sequence"],
                    help="token mean over the batch (default) or per-sequence mean")
     p.add_argument("--eval", action="store_true", help="then answer the held-out prompts against the base")
-    _serve_flags(p)
+    _where_flags(p)
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("train-role", help="train one role of a run: what each process of a launched training "
+                                          "step runs (train.processes > 1)")
+    p.add_argument("--folder", required=True, help="the run folder")
+    p.add_argument("--role", required=True, choices=["generator", "extender"])
+    p.add_argument("--start", type=int, required=True, help="the iteration whose roles are trained further (0: fresh)")
+    p.add_argument("--data", required=True, help="JSONL of {'messages': [...]} records")
+    p.add_argument("--out", required=True, help="the adapter folder")
+    p.add_argument("--settings", required=True, help="the train settings, as JSON")
+    p.set_defaults(func=_train_role)
 
     p = sub.add_parser("dpo", help="preference pairs from a trained Generator, in TRL's DPO format")
     p.add_argument("--name", default="demo", help="run name: the folder under --runs-dir")
@@ -353,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompts", help="a JSONL of {'id', 'query'[, 'length']} (default: the run's AgentWrite prompts)")
     p.add_argument("--judge", action="store_true", help="quality from the run's base model as a forced-choice judge "
                                                         "(else the repetition and ending proxy)")
-    _serve_flags(p)
+    _where_flags(p)
     p.set_defaults(func=_dpo, preset="cpu-demo", config=None, set=None)
 
     p = sub.add_parser("repair", help="set a run's damaged records aside, to be written again when it resumes")
@@ -379,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="sample: the judge writes JSON scores; choice: each score is the most probable value "
                         "(forced choice, for a weak local judge)")
     p.add_argument("--seed", type=int, default=0)
-    _serve_flags(p)
+    _where_flags(p)
     p.set_defaults(func=_eval)
 
     args = parser.parse_args(argv)

@@ -121,6 +121,11 @@ class TrainConfig:
     # "token": the mean over every target token of the step (LongWriter, METHOD 2.3); "sequence": the mean
     # of each sequence's own token mean, which gives a long answer's tokens less weight each.
     loss: str = "token"
+    # Where training runs (not part of a run's identity): above 1 process, or with an accelerate
+    # configuration file (DDP, FSDP, DeepSpeed), each training step is `accelerate launch`ed. A step is
+    # then `grad_accum` batches in every process.
+    processes: int = 1
+    accelerate_config: str | None = None
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -363,6 +368,7 @@ RULES = tuple((k, lambda v: v >= 1, "at least 1") for k in AT_LEAST_ONE) + tuple
     ("train.max_grad_norm", lambda v: v > 0, "above 0"),
     ("train.save_every", _positive, "null or at least 1"),
     ("train.line_keep_prob", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("train.processes", lambda v: v >= 1, "at least 1"),
     ("eval.prompts", lambda v: v >= 0, "0 (all) or more"),
     ("agentwrite.prompts", lambda v: v >= 0, "0 (all) or more"),
     ("agentwrite.plan_style", lambda v: v in ("longwriter", "outline"), "'longwriter' or 'outline'"),
@@ -390,6 +396,14 @@ def _get(config, key: str):
     return config
 
 
+ACCELERATE = ("ddp", "fsdp", "zero3")  # the accelerate configurations in data/accelerate/
+
+
+def accelerate_file(value: str) -> Path:
+    """The accelerate configuration file that `train.accelerate_config` names: one of ACCELERATE, or a path."""
+    return DATA / "accelerate" / f"{value}.yaml" if value in ACCELERATE else Path(value).expanduser()
+
+
 def check(config: Config) -> Config:
     """Refuse settings that cannot work, naming each with its value and what it must be."""
     problems = []
@@ -403,6 +417,10 @@ def check(config: Config) -> Config:
     if config.serve.backend == "openai" and not config.serve.base_url:
         problems.append("serve.backend = 'openai' needs serve.base_url, the server's address (e.g. --base-url "
                         "http://localhost:8000/v1)")
+    accelerate_config = config.train.accelerate_config
+    if accelerate_config and not accelerate_file(accelerate_config).is_file():
+        problems.append(f"train.accelerate_config = {accelerate_config!r} is no file: give {', '.join(ACCELERATE)} "
+                        "or the path of an accelerate configuration (one `accelerate config` wrote)")
     if problems:
         raise ConfigError("Settings that cannot work: " + "; ".join(problems) +
                           ". Change them with --set KEY=VALUE (or in config.yaml).")

@@ -6,7 +6,7 @@ written (`drafts.jsonl`: after n appended records; a whole file written at once,
 `sft_generator.jsonl` or `manifest.json`: before its rename), a training checkpoint folder's name
 (`generator.ckpt`: after n checkpoints), and a generation call's progress label (`judge`,
 `extend 1/1 stage 1`, `eval`: after n calls return). With `torn`, a JSONL append writes half of its
-last line first and a checkpoint is left as its temporary file, as a kill in the middle of a write
+last line first and a training checkpoint is left without its marker, as a kill in the middle of a write
 would. Unset (always, outside the fault tests) it does nothing.
 """
 

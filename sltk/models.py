@@ -90,10 +90,14 @@ def footprint(model) -> dict:
 
 
 def pick_device(device: str | None = None) -> str:
-    """'cuda' when a GPU is visible, else 'cpu' (an explicit choice wins)."""
-    if device:
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """'cuda' when a GPU is visible, else 'cpu' (an explicit choice wins).
+
+    In one of several training processes (`accelerate launch`, torchrun) 'cuda' is the process's
+    own GPU, `cuda:<LOCAL_RANK>`."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
 
 
 def torch_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -127,7 +131,16 @@ def nf4_config(compute_dtype: torch.dtype):
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype,
+        # FSDP and ZeRO-3 shard only floating-point tensors: there the packed weights are stored in the
+        # compute dtype (bitsandbytes reads them the same either way).
+        bnb_4bit_quant_storage=compute_dtype if sharded() else torch.uint8,
     )
+
+
+def sharded() -> bool:
+    """Whether this process is one of an `accelerate launch` that shards the weights (FSDP or ZeRO-3)."""
+    return (os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+            or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
 
 
 def placement(device: str | None = None, dtype: torch.dtype | str | None = None,

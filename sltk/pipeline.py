@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import random
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from . import lengthen, records, sft
+from . import launch, lengthen, records, sft
 from .chat import ChatRequest, derive_seed, render_prompt
 from .config import Config
 from .models import ROLES, LoadedModel, add_roles, load_base, load_roles, lora_config, reset_role, save_roles
@@ -445,20 +446,41 @@ class Pipeline:
         def run():
             from .train import train_role
 
-            self.load_roles_of(k - 1)
             data = records.read_jsonl(self.iteration_dir(k) / f"sft_{role}.jsonl")
             if not data:  # nothing survived this iteration: the role goes on unchanged
+                self.load_roles_of(k - 1)
                 save_roles(self.loaded, self.iteration_dir(k) / "adapters", roles=(role,))
                 return {"records": 0, "skipped": "no training data"}
             t = self.config.train
             epochs = t.extender_epochs if role == "extender" and t.extender_epochs is not None else t.epochs
             cfg = self.train_config(epochs, self.config.seed + k)
-            result = train_role(self.loaded, role, data, self.iteration_dir(k) / "adapters" / role, cfg,
-                                resume=True, progress=self.progress)
+            out = self.iteration_dir(k) / "adapters" / role
+            if launch.wanted(t):
+                result = self.launched(role, k - 1, self.iteration_dir(k) / f"sft_{role}.jsonl", out, cfg)
+            else:
+                self.load_roles_of(k - 1)
+                result = train_role(self.loaded, role, data, out, cfg, resume=True, progress=self.progress)
             return {"records": len(data), "final_loss": result.get("final_loss")}
         self.run_step(f"iter_{k}/train_{role}", run, (self.iteration_dir(k) / "adapters" / role,))
         if all(self.done(f"iter_{k}/train_{r}") for r in ROLES):
             self._adapters_of = self._served_of = None  # the next use loads both roles from iteration k's folder
+
+    def launched(self, role: str, start: int, data: Path, out: Path, cfg) -> dict:
+        """Train `role` from iteration `start`'s roles in launched processes (`sltk.launch`); this
+        process's model is let go first, so that the launched ones have the memory."""
+        self.release_model()
+        return launch.train(self.config.train, self.folder, role, start, data, out, cfg)
+
+    def release_model(self) -> None:
+        """Let go of the in-process model (it loads again when next needed)."""
+        if self._loaded is None:
+            return
+        self._loaded = self._adapters_of = None
+        if not self.served:
+            self._backend = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def train_config(self, epochs: int, seed: int):
         """The run's `train` section with this training's epochs and seed."""
@@ -546,9 +568,16 @@ class Pipeline:
         from .train import train_role
 
         def run():
+            cfg = self.train_config(epochs or self.config.train.epochs, self.config.seed)
+            if launch.wanted(self.config.train):
+                path = Path(out).parent / f".{Path(out).name}.records.jsonl"
+                records.write_jsonl(path, data)
+                result = self.launched("generator", 0, path, Path(out), cfg)
+                path.unlink(missing_ok=True)
+                return {"records": len(data), "final_loss": result.get("final_loss"), "steps": result.get("steps"),
+                        "tokens_per_second": round(result["tokens"] / max(result["seconds"], 1e-9), 1)}
             self._adapters_of = None
             self.load_roles_of(0)  # fresh weights, the same however the roles got here
-            cfg = self.train_config(epochs or self.config.train.epochs, self.config.seed)
             result = train_role(self.loaded, "generator", data, out, cfg, resume=True, progress=self.progress)
             self._adapters_of = None  # the trained weights are not iteration 0's roles
             return {"records": len(data), "final_loss": result.get("final_loss"), "steps": result.get("steps"),
@@ -608,9 +637,13 @@ def _saved_config(path: Path) -> Config | None:
     return Config.load(path)
 
 
+# Settings that say only where a run computes, not what it makes: a run can change them and resume.
+WHERE = ("serve.", "train.processes", "train.accelerate_config")
+
+
 def _identity(config: Config) -> dict:
-    """The settings that make a run what it is, flat: all but `serve`, which says only where it computes."""
-    return {k: v for k, v in _flat(config.to_dict()).items() if not k.startswith("serve.")}
+    """The settings that make a run what it is, flat: all but those of WHERE."""
+    return {k: v for k, v in _flat(config.to_dict()).items() if not k.startswith(WHERE)}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -38,7 +38,6 @@ from .progress import bar as progress_bar
 log = logging.getLogger(__name__)
 
 IGNORE = -100
-CHECKPOINT_FILE = "state.pt"
 MARKER = "sltk_train.json"
 SKIP_REASONS = ("prompt_too_long", "no_target")
 # Settings that change the trained weights; a checkpoint or finished adapter made with other
@@ -376,62 +375,20 @@ def _fingerprint(examples: list[Example], config: TrainConfig, role: str) -> str
     return digest.hexdigest()
 
 
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _raise_disk_full(exc: Exception, folder: Path, path: Path) -> None:
     """A writer's own error (torch's, safetensors') on a nearly full disk, raised as the OSError it is."""
     if not isinstance(exc, OSError) and shutil.disk_usage(folder).free < 64 << 20:
         raise OSError(errno.ENOSPC, "No space left on device", str(path)) from exc
 
 
-def _save_checkpoint(folder: Path, state: dict) -> None:
-    """Write the checkpoint file atomically (a temporary file, then a rename)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"{CHECKPOINT_FILE}.tmp"
-    try:
-        torch.save(state, tmp)
-    except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError of its writer
-        tmp.unlink(missing_ok=True)
-        _raise_disk_full(exc, folder, tmp)
-        raise
-    fault = faults.due(folder.name)
-    if fault == "torn":
-        faults.kill()
-    os.replace(tmp, folder / CHECKPOINT_FILE)
-    if fault:
-        faults.kill()
+def _save_adapter(model, role: str, out_dir: Path, stats: dict, state_dict: dict | None = None) -> None:
+    """Write the role's adapter as a PEFT folder at `out_dir`, with the completion marker, in one rename.
 
-
-def _load_checkpoint(folder: Path, fingerprint: str) -> dict | None:
-    path = folder / CHECKPOINT_FILE
-    if not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("fingerprint") != fingerprint:
-        raise TrainError(
-            f"The checkpoint in {folder} was made with other records or settings. Resume with the same "
-            "ones, or start over with resume=False (which deletes it)."
-        )
-    return state
-
-
-def _save_adapter(model, role: str, out_dir: Path, stats: dict) -> None:
-    """Write the role's adapter as a PEFT folder at `out_dir`, with the completion marker, in one rename."""
+    `state_dict`: the whole model's weights gathered from the processes that shard them (FSDP, ZeRO-3)."""
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model.save_pretrained(str(tmp), selected_adapters=[role])
+        model.save_pretrained(str(tmp), selected_adapters=[role], state_dict=state_dict)
         written = tmp / role if (tmp / role).is_dir() else tmp  # PEFT nests every adapter but "default"
         (written / MARKER).write_text(json.dumps(stats, indent=1))
     except Exception as exc:  # a full disk (safetensors raises its own error type): nothing half-written stays
@@ -462,6 +419,218 @@ def _load_finished(model, role: str, out_dir: Path, fingerprint: str) -> dict:
 
 # -- training ---------------------------------------------------------------------------------
 
+CHECKPOINT_PREFIX = "checkpoint-"  # transformers.Trainer's name for its checkpoint folders
+
+
+class LengthBatches:
+    """The batch sampler of a training: `make_batches`' length-grouped batches, in a seeded order per epoch.
+
+    The Trainer sets the epoch (`set_epoch`) before each pass, so a resumed run visits the batches
+    in the order the uninterrupted one did; under several processes accelerate hands every
+    process its own share of each round of batches.
+    """
+
+    def __init__(self, batches: list[list[int]], seed: int):
+        self.batches, self.seed, self.epoch = batches, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter([self.batches[b] for b in epoch_order(len(self.batches), self.seed, self.epoch)])
+
+
+def _trainer_class():
+    """`transformers.Trainer` with sltk's batches and loss (built on first use: transformers imports slowly)."""
+    from transformers import Trainer
+
+    class RoleTrainer(Trainer):
+        """A Trainer whose batches are `LengthBatches` and whose loss is `token_mean_loss` (or
+        `sequence_mean_loss`) over every batch of a step and every process, from trimmed logits."""
+
+        def __init__(self, *args, batches: LengthBatches, loss: str, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.batches, self.loss = batches, loss
+            self.trim = _supports_logits_to_keep(self.model)
+            # The loss below is already divided by the whole step's targets: no division by the
+            # accumulation steps on top, and Trainer counts the targets (num_items_in_batch) for it.
+            self.loss_is_scaled_for_ga = True
+            self.model_accepts_loss_kwargs = True
+            self.step_sums = torch.zeros(3, dtype=torch.float64)  # loss, target tokens, tokens (this process)
+
+        def get_train_dataloader(self):
+            from torch.utils.data import DataLoader
+
+            loader = DataLoader(self.train_dataset, batch_sampler=self.batches, collate_fn=self.data_collator)
+            return self.accelerator.prepare(loader)
+
+        def get_batch_samples(self, epoch_iterator, num_batches, device):
+            samples, items = super().get_batch_samples(epoch_iterator, num_batches, device)
+            if self.loss == "sequence" and samples:  # divide by the step's sequences instead of its targets
+                items = torch.tensor(sum(int(s["labels"].size(0)) for s in samples), device=device)
+                if self.accelerator.num_processes > 1:
+                    items = self.accelerator.gather(items).sum()
+            return samples, items
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if return_outputs:
+                raise NotImplementedError("RoleTrainer computes the training loss only")
+            count = int(num_items_in_batch) if num_items_in_batch is not None else None
+            loss = _batch_loss(model, inputs, count, self.trim, self.loss, count)
+            # Each process divided by the count of all processes; their gradients are averaged.
+            loss = loss * self.accelerator.num_processes
+            labels = inputs["labels"]
+            self.step_sums += torch.tensor([float(loss.detach()), float((labels != IGNORE).sum()),
+                                            float(inputs["attention_mask"].sum())], dtype=torch.float64)
+            return loss
+
+    return RoleTrainer
+
+
+def _callback_class():
+    from transformers import TrainerCallback
+
+    class Bookkeeping(TrainerCallback):
+        """Per-step statistics and progress, checkpoints at sltk's moments, and the early stop.
+
+        A checkpoint is `checkpoint-<step>/` as the Trainer writes it, made whole by `MARKER` (the
+        fingerprint and statistics so far), written last; older checkpoints go once it is there.
+        """
+
+        def __init__(self, trainer, stats: dict, ckpt: Path, steps_per_epoch: int, total_steps: int,
+                     config: TrainConfig, stop_after: int | None, bar):
+            self.trainer, self.stats, self.ckpt, self.bar = trainer, stats, ckpt, bar
+            self.steps_per_epoch, self.total_steps, self.config, self.stop_after = (
+                steps_per_epoch, total_steps, config, stop_after)
+            self.started, self.seconds_before, self.tokens_here = time.perf_counter(), stats["seconds"], 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            trainer, stats = self.trainer, self.stats
+            sums = trainer.step_sums.to(trainer.accelerator.device)
+            if trainer.accelerator.num_processes > 1:
+                sums = trainer.accelerator.reduce(sums, "sum")
+            loss = float(sums[0]) / trainer.accelerator.num_processes
+            targets, tokens = int(sums[1]), int(sums[2])
+            trainer.step_sums.zero_()
+            step = state.global_step
+            elapsed = time.perf_counter() - self.started
+            self.tokens_here += tokens
+            stats["losses"].append(loss)
+            stats.update(steps=step, epochs=step / self.steps_per_epoch, final_loss=loss,
+                         seconds=self.seconds_before + elapsed, target_tokens=stats["target_tokens"] + targets,
+                         tokens=stats["tokens"] + tokens)
+            speed = self.tokens_here / max(elapsed, 1e-9)
+            if self.bar is not None:
+                self.bar.set_postfix_str(f"loss {loss:.4f}, {speed:.0f} tok/s", refresh=False)
+                self.bar.update(1)
+            if self.config.log_every and step % self.config.log_every == 0 and state.is_world_process_zero:
+                log.info("%s step %d/%d loss %.4f lr %.2e %.0f tok/s", stats["role"], step, self.total_steps,
+                         loss, trainer.lr_scheduler.get_last_lr()[0], speed)
+            stopping = self.stop_after is not None and step >= self.stop_after
+            every = self.config.save_every
+            due = step % self.steps_per_epoch == 0 or stopping or (every and step % every == 0)
+            control.should_save = bool(due and step < self.total_steps)
+            if stopping:
+                control.should_training_stop = True
+            return control
+
+        def on_save(self, args, state, control, **kwargs):
+            if not state.is_world_process_zero:
+                return
+            folder = self.ckpt / f"{CHECKPOINT_PREFIX}{state.global_step}"
+            fault = faults.due(self.ckpt.name)
+            if fault == "torn":  # killed while the Trainer's files are written: no marker yet
+                faults.kill()
+            marker = {k: self.stats[k] for k in ("fingerprint", "losses", "target_tokens", "tokens", "seconds")}
+            marker["processes"] = self.trainer.accelerator.num_processes
+            tmp = folder / f"{MARKER}.tmp"
+            tmp.write_text(json.dumps(marker))
+            os.replace(tmp, folder / MARKER)
+            for old in _checkpoints(self.ckpt):
+                if old != folder:
+                    shutil.rmtree(old, ignore_errors=True)
+            if fault:
+                faults.kill()
+
+    return Bookkeeping
+
+
+def _checkpoints(ckpt: Path) -> list[Path]:
+    """The checkpoint folders under `ckpt`, oldest step first."""
+    found = [p for p in ckpt.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def last_checkpoint(ckpt: Path, fingerprint: str, processes: int) -> tuple[Path, dict] | None:
+    """The newest whole checkpoint under `ckpt` and its marker; None when there is none.
+
+    A checkpoint without its marker was cut short by a kill and is passed over. Raises TrainError
+    for a checkpoint of other records or settings, or of another number of processes.
+    """
+    for folder in reversed(_checkpoints(ckpt)):
+        if not (folder / MARKER).is_file():
+            continue
+        marker = json.loads((folder / MARKER).read_text())
+        if marker.get("fingerprint") != fingerprint:
+            raise TrainError(
+                f"The checkpoint in {ckpt} was made with other records or settings. Resume with the same "
+                "ones, or start over with resume=False (which deletes it)."
+            )
+        if marker.get("processes", 1) != processes:
+            raise TrainError(
+                f"The checkpoint in {ckpt} was made by {marker.get('processes', 1)} training processes, and "
+                f"{processes} are running. Resume with the same number (accelerate launch --num_processes "
+                f"{marker.get('processes', 1)}), or start over with resume=False (which deletes it)."
+            )
+        return folder, marker
+    return None
+
+
+def _arguments(config: TrainConfig, ckpt: Path):
+    """The Trainer's settings for `config`; `warmup_steps` is set once the number of steps is known."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(ckpt),
+        num_train_epochs=config.epochs,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type=config.scheduler,
+        max_grad_norm=config.max_grad_norm or 0.0,
+        optim="adamw_torch",
+        seed=config.seed,
+        save_strategy="steps",  # saved when Bookkeeping says so (save_steps is never reached)
+        save_steps=1 << 30,
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        average_tokens_across_devices=True,
+        ddp_find_unused_parameters=False,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
+@contextlib.contextmanager
+def _kept_random_state():
+    """The caller's random streams (torch, Python, NumPy) as they were: the Trainer seeds them all."""
+    import numpy
+
+    py, np_state = random.getstate(), numpy.random.get_state()
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            numpy.random.set_state(np_state)
+
+
 def train_role(
     loaded: LoadedModel,
     role: str,
@@ -477,20 +646,20 @@ def train_role(
     The adapter must already be on `loaded.model` (a PeftModel): a fresh one from `add_roles`,
     or last iteration's from `load_roles(..., trainable=True)`, which is then trained further.
     Only that adapter changes. The model comes back in eval mode, with its previous active
-    adapter, and without gradient checkpointing.
+    adapter, and without gradient checkpointing. The steps are transformers' `Trainer`'s, so
+    `accelerate launch` runs the same call in several processes (DDP, FSDP or DeepSpeed, as its
+    configuration says); a step is then `grad_accum` batches in every process.
 
     Resuming: a checkpoint is written to `checkpoint_dir(out_dir)` at each epoch end and every
-    `config.save_every` steps. With `resume=True` a run continues from it (same records and
-    settings required), and a finished `out_dir` is not trained again: its weights are loaded
-    into the role and its stats returned (`loaded_existing: True`). `resume=False` deletes the
-    checkpoint and trains from the adapter as it is. `stop_after_steps` ends the run early right
-    after writing a checkpoint at that step (`complete: False` in the stats).
+    `config.save_every` steps. With `resume=True` a run continues from it (same records, settings
+    and number of processes required), and a finished `out_dir` is not trained again: its weights
+    are loaded into the role and its stats returned (`loaded_existing: True`). `resume=False`
+    deletes the checkpoint and trains from the adapter as it is. `stop_after_steps` ends the run
+    early right after writing a checkpoint at that step (`complete: False` in the stats).
 
     Returns stats: steps, epochs, final_loss, losses (per step), target_tokens, tokens, seconds,
     examples, skipped ({prompt_too_long, no_target}), truncated, resumed_from_step, complete.
     """
-    from transformers import get_scheduler
-
     config = config or TrainConfig()
     out_dir, ckpt = Path(out_dir), checkpoint_dir(out_dir)
     model = loaded.model
@@ -501,134 +670,67 @@ def train_role(
     fingerprint = _fingerprint(examples, config, role)
     if resume and is_complete(out_dir):
         return _load_finished(model, role, out_dir, fingerprint)
+    args = _arguments(config, ckpt)
+    processes = args.world_size  # the processes `accelerate launch` (or torchrun) started
     if not resume:
         shutil.rmtree(ckpt, ignore_errors=True)
+    found = last_checkpoint(ckpt, fingerprint, processes) if resume else None
 
     batches = make_batches([len(e.input_ids) for e in examples], config.batch_size, config.batch_tokens)
-    steps_per_epoch = math.ceil(len(batches) / config.grad_accum)
+    steps_per_epoch = math.ceil(math.ceil(len(batches) / processes) / config.grad_accum)
     total_steps = config.epochs * steps_per_epoch
-    params = role_parameters(model, role)
-    optimizer = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = get_scheduler(
-        config.scheduler, optimizer, num_warmup_steps=math.ceil(config.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
-    )
+    args.warmup_steps = math.ceil(config.warmup_ratio * total_steps)
     stats = {
         "role": role, "steps": 0, "epochs": 0.0, "total_steps": total_steps, "final_loss": None, "losses": [],
         "target_tokens": 0, "tokens": 0, "seconds": 0.0, "examples": len(examples),
         "skipped": {r: counts[r] for r in SKIP_REASONS}, "truncated": counts["truncated"],
         "resumed_from_step": 0, "complete": False, "config": asdict(config), "fingerprint": fingerprint,
     }
-    state = _load_checkpoint(ckpt, fingerprint) if resume else None
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    if found:
+        step = int(found[0].name[len(CHECKPOINT_PREFIX):])
+        stats.update({k: found[1][k] for k in ("losses", "target_tokens", "tokens", "seconds")})
+        stats.update(steps=step, epochs=step / steps_per_epoch, resumed_from_step=step,
+                     final_loss=stats["losses"][-1] if stats["losses"] else None)
+    params = role_parameters(model, role)
+    pad_id = _pad_id(loaded.tokenizer)
+    dataset = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
+    from transformers import PrinterCallback
+
     with (
         use_role(model, role),
-        torch.random.fork_rng(devices=devices),  # the caller's RNG streams are left as they were
+        _kept_random_state(),
         torch.enable_grad(),
         _training_mode(model, params, config.gradient_checkpointing),
     ):
-        if state is None:
-            torch.manual_seed(config.seed)
-            order = epoch_order(len(batches), config.seed, 0)
-        else:
-            order = _restore(state, params, optimizer, scheduler, stats, steps_per_epoch)
-        loop = _Loop(model, examples, batches, optimizer, scheduler, params, config, _pad_id(loaded.tokenizer))
-        bar = progress_bar(total_steps, f"train {role}", "step", stats["resumed_from_step"], progress)
-        loop.run(state["step"] if state else 0, order, total_steps, steps_per_epoch, stats, ckpt, stop_after_steps, bar)
-    if stats["steps"] == total_steps:
-        stats["complete"] = True
-        _save_adapter(model, role, out_dir, stats)
-        shutil.rmtree(ckpt, ignore_errors=True)
-    return stats
-
-
-def _restore(state: dict, params: dict, optimizer, scheduler, stats: dict, steps_per_epoch: int) -> list[int]:
-    """Put a checkpoint back: the adapter's weights, the optimizer, the schedule, the random streams and
-    the statistics so far. Returns the batch order of the epoch it stopped in."""
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(state["adapter"][name])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    _set_rng_state(state["rng"])
-    stats.update({k: state["stats"][k] for k in ("losses", "target_tokens", "tokens", "seconds")})
-    stats.update(steps=state["step"], epochs=state["step"] / steps_per_epoch, resumed_from_step=state["step"],
-                 final_loss=stats["losses"][-1] if stats["losses"] else None)
-    return state["order"]
-
-
-class _Loop:
-    """The step loop of `train_role` (kept apart so the setup above stays readable)."""
-
-    def __init__(self, model, examples, batches, optimizer, scheduler, params, config: TrainConfig, pad_id: int):
-        self.model, self.examples, self.batches = model, examples, batches
-        self.optimizer, self.scheduler, self.params, self.config = optimizer, scheduler, params, config
-        self.pad_id, self.device = pad_id, _device(model)
-        self.trim = _supports_logits_to_keep(model)
-
-    def step(self, group: list[list[int]]) -> tuple[float, int, int]:
-        """One optimizer update over the batches of `group`; returns (loss, target tokens, tokens)."""
-        chunks = [[self.examples[i] for i in batch] for batch in group]
-        targets = sum(e.targets for chunk in chunks for e in chunk)
-        tokens = sum(len(e.input_ids) for chunk in chunks for e in chunk)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = 0.0
-        for chunk in chunks:
-            # Each batch is divided by the targets (or sequences) of the whole step: the step's loss is one mean.
-            part = _batch_loss(self.model, collate(chunk, self.pad_id, self.device), targets, self.trim,
-                               self.config.loss, sum(len(c) for c in chunks))
-            part.backward()
-            loss += part.item()
-        if self.config.max_grad_norm and self.config.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.config.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss, targets, tokens
-
-    def checkpoint(self, folder: Path, step: int, order: list[int], stats: dict) -> None:
-        _save_checkpoint(folder, {
-            "step": step,
-            "order": order,
-            "fingerprint": stats["fingerprint"],
-            "adapter": {name: p.detach().cpu().clone() for name, p in self.params.items()},
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": _rng_state(),
-            "stats": {k: stats[k] for k in ("losses", "target_tokens", "tokens", "seconds")},
-        })
-
-    def run(self, step, order, total_steps, steps_per_epoch, stats, ckpt, stop_after, bar) -> None:
-        config, accum = self.config, self.config.grad_accum
-        started, seconds_before, tokens_here = time.perf_counter(), stats["seconds"], 0
+        trainer = _trainer_class()(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            data_collator=lambda rows: collate([Example(r["input_ids"], r["labels"]) for r in rows], pad_id),
+            batches=LengthBatches(batches, config.seed),
+            loss=config.loss,
+        )
+        trainer.remove_callback(PrinterCallback)  # its end-of-training summary; the bar and the log say it
+        main = trainer.is_world_process_zero()
+        bar = progress_bar(total_steps, f"train {role}", "step", stats["steps"], progress and main)
+        trainer.add_callback(_callback_class()(trainer, stats, ckpt, steps_per_epoch, total_steps, config,
+                                               stop_after_steps, bar))
         try:
-            while step < total_steps:
-                epoch, k = divmod(step, steps_per_epoch)
-                loss, targets, tokens = self.step([self.batches[b] for b in order[k * accum:(k + 1) * accum]])
-                step += 1
-                tokens_here += tokens
-                elapsed = time.perf_counter() - started
-                stats.update(steps=step, epochs=step / steps_per_epoch, final_loss=loss,
-                             seconds=seconds_before + elapsed)
-                stats["losses"].append(loss)
-                stats["target_tokens"] += targets
-                stats["tokens"] += tokens
-                speed = tokens_here / max(elapsed, 1e-9)
-                if bar is not None:
-                    bar.set_postfix_str(f"loss {loss:.4f}, {speed:.0f} tok/s", refresh=False)
-                    bar.update(1)
-                if config.log_every and step % config.log_every == 0:
-                    log.info("%s step %d/%d loss %.4f lr %.2e %.0f tok/s", stats["role"], step, total_steps,
-                             loss, self.scheduler.get_last_lr()[0], speed)
-                epoch_end = step % steps_per_epoch == 0
-                if epoch_end:
-                    order = epoch_order(len(self.batches), config.seed, epoch + 1)
-                stopping = stop_after is not None and step >= stop_after
-                due = epoch_end or stopping or (config.save_every and step % config.save_every == 0)
-                if due and step < total_steps:
-                    self.checkpoint(ckpt, step, order, stats)
-                if stopping:
-                    break
+            trainer.train(resume_from_checkpoint=str(found[0]) if found else None)
+        except Exception as exc:  # a checkpoint's writer on a full disk: said as the OSError it is
+            _raise_disk_full(exc, out_dir.parent, ckpt)
+            raise
         finally:
             if bar is not None:
                 bar.close()
+        trainer.accelerator.wait_for_everyone()
+    if stats["steps"] == total_steps:
+        stats["complete"] = True
+        sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+        # Gathering sharded weights takes every process; the main one writes them.
+        weights = trainer.accelerator.get_state_dict(trainer.model_wrapped) if sharded else None
+        if main:
+            _save_adapter(model, role, out_dir, stats, weights)
+            shutil.rmtree(ckpt, ignore_errors=True)
+        trainer.accelerator.wait_for_everyone()
+    return stats

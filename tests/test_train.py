@@ -250,7 +250,7 @@ def test_resumed_run_equals_an_uninterrupted_one(tokenizer, tmp_path):
     part = train_role(with_roles(tokenizer, dropout=0.1), "generator", RECORDS, out, config,
                       progress=False, stop_after_steps=3)
     assert part["steps"] == 3 and not part["complete"]
-    assert (checkpoint_dir(out) / "state.pt").is_file() and not out.exists()
+    assert (checkpoint_dir(out) / "checkpoint-3" / MARKER).is_file() and not out.exists()
     with pytest.raises(TrainError, match="other records or settings"):
         train_role(with_roles(tokenizer), "generator", RECORDS, out, TrainConfig(lr=1e-3), progress=False)
 
