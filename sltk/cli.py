@@ -178,7 +178,7 @@ def _where(config, args):
 
 
 def _where_flags(p) -> None:
-    g = p.add_argument_group("generation on a server (training stays here)")
+    g = p.add_argument_group("generation on a server")
     g.add_argument("--backend", choices=["hf", "openai"], help="hf: in this process; openai: an OpenAI-compatible "
                    "server (vLLM, SGLang, llama.cpp, transformers serve)")
     g.add_argument("--base-url", help="the server, e.g. http://localhost:8000/v1 (implies --backend openai)")

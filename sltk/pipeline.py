@@ -109,7 +109,7 @@ class Pipeline:
 
     @property
     def served(self) -> bool:
-        """Whether generation goes to a server (`serve.backend: openai`); training stays in this process."""
+        """Whether generation goes to a server (`serve.backend: openai`); training is never served."""
         return self.config.serve.backend == "openai"
 
     @property
