@@ -94,7 +94,7 @@ def main() -> None:
         mine = [r for r in rows if r["loop"] == loop]
         summary[loop] = {"tokens_per_s": round(sum(r["tokens_per_s"] for r in mine) / len(mine), 1),
                          "peak_gib": max(r["process_gib"] for r in mine)}
-    same = all(abs(a - b) < 1e-4 for a, b in zip(rows[0]["losses"], rows[1]["losses"]))
+    same = rows[0]["losses"] == rows[1]["losses"]  # the first old and the first new training
     result = {"command": " ".join(sys.argv), "machine": platform.processor() or platform.machine(),
               "records": files, "epochs": args.epochs, "rows": rows, "summary": summary,
               "new_over_old": round(summary["new"]["tokens_per_s"] / summary["old"]["tokens_per_s"], 3),
@@ -105,7 +105,7 @@ def main() -> None:
     print("| loop | tokens/s (mean of runs) | peak resident memory |\n|---|---|---|")
     for loop in ("old", "new"):
         print(f"| {loop} | {summary[loop]['tokens_per_s']} | {summary[loop]['peak_gib']} GiB |")
-    print(f"\nnew/old speed: {result['new_over_old']}; the same per-step losses: {same}")
+    print(f"\nnew/old speed: {result['new_over_old']}; identical per-step losses: {same}")
 
 
 if __name__ == "__main__":

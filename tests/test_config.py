@@ -1,5 +1,7 @@
 """The typed configuration: upstream defaults, presets, changes, YAML round trip."""
 
+from pathlib import Path
+
 import pytest
 
 from sltk.config import PRESETS, Config, merge, preset
@@ -70,6 +72,8 @@ def test_the_forced_choice_judge_has_one_name():
     ({"train.line_keep_prob": 2}, "train.line_keep_prob = 2.0 must be in [0, 1]"),
     ({"agentwrite.plan_style": "essay"}, "agentwrite.plan_style = 'essay' must be 'longwriter' or 'outline'"),
     ({"eval.control": "yes"}, "eval.control = 'yes': expected bool"),
+    ({"train.processes": 0}, "train.processes = 0 must be at least 1"),
+    ({"train.accelerate_config": "fsdp2"}, "train.accelerate_config = 'fsdp2' is no file: give ddp, fsdp, zero3"),
 ])
 def test_settings_that_cannot_work_are_refused_by_name(changes, named):
     from sltk.config import ConfigError
@@ -83,3 +87,22 @@ def test_every_preset_passes_the_checks_and_numbers_convert():
     for name in PRESETS:
         preset(name)
     assert preset("smoke", **{"train.lr": 3}).train.lr == 3.0  # an int where a float is asked
+
+
+def test_the_accelerate_configurations_are_named_and_resolved():
+    import yaml
+
+    from sltk.config import ACCELERATE, accelerate_file
+    from sltk.config import check as check_config
+    from sltk.launch import command
+
+    kinds = {"ddp": "MULTI_GPU", "fsdp": "FSDP", "zero3": "DEEPSPEED"}
+    for name in ACCELERATE:
+        assert yaml.safe_load(accelerate_file(name).read_text())["distributed_type"] == kinds[name]
+    config = check_config(preset("smoke", **{"train.accelerate_config": "zero3", "train.processes": 4}))
+    cmd = command(config.train, Path("runs/x"), "generator", 1, Path("d.jsonl"), Path("o"), config.train)
+    assert cmd[cmd.index("--config_file") + 1] == str(accelerate_file("zero3"))
+    assert cmd[cmd.index("--num_processes") + 1] == "4" and cmd[cmd.index("-m", 3) + 1] == "sltk.cli"
+    plain = command(preset("smoke", **{"train.processes": 2}).train, Path("r"), "extender", 0, Path("d"), Path("o"),
+                    config.train)
+    assert "--multi_gpu" in plain and plain[plain.index("--num_processes") + 1] == "2"

@@ -59,7 +59,8 @@ def test_a_served_run_needs_the_server_address():
 
 def test_a_run_moves_between_backends_and_resumes(tmp_path):
     Pipeline(preset("smoke"), tmp_path / "r").mark("iter_1/queries", records=1)
-    served = preset("smoke", **{"serve.backend": "openai", "serve.base_url": "http://h:8000/v1"})
+    served = preset("smoke", **{"serve.backend": "openai", "serve.base_url": "http://h:8000/v1",
+                                "train.processes": 4, "train.accelerate_config": "fsdp"})
     moved = Pipeline(served, tmp_path / "r")  # where it computes is not what it computes
     assert moved.served and moved.done("iter_1/queries")
     with pytest.raises(ValueError, match="train.lr"):
@@ -69,12 +70,13 @@ def test_a_run_moves_between_backends_and_resumes(tmp_path):
 def test_the_command_line_moves_an_existing_run_to_a_server(tmp_path, monkeypatch):
     Pipeline(preset("smoke", name="r"), tmp_path / "r").mark("iter_1/queries", records=1)
     seen = {}
-    monkeypatch.setattr(Pipeline, "run", lambda self: seen.setdefault("serve", self.config.serve) and None)
+    monkeypatch.setattr(Pipeline, "run", lambda self: seen.setdefault("config", self.config) and None)
     monkeypatch.setattr("sltk.cli._report", lambda *a: None)
     assert main(["run", "--name", "r", "--runs-dir", str(tmp_path), "--base-url", "http://h:1/v1",
-                 "--adapters", "manual"]) == 0
-    s = seen["serve"]
+                 "--adapters", "manual", "--train-processes", "2", "--accelerate-config", "ddp"]) == 0
+    s, t = seen["config"].serve, seen["config"].train
     assert (s.backend, s.base_url, s.adapters) == ("openai", "http://h:1/v1", "manual")
+    assert (t.processes, t.accelerate_config) == (2, "ddp")
 
 
 def test_adapters_load_through_the_runtime_api_once_and_unload(stub, tmp_path):
