@@ -47,6 +47,17 @@ def command(train: TrainConfig, folder: Path, role: str, start: int, data: Path,
                      "--data", str(data), "--out", str(out), "--settings", json.dumps(asdict(settings))]
 
 
+def _ends_with_this_process() -> None:
+    """In the launched process, before it starts: a SIGTERM when this one dies (Linux), so that a killed
+    run leaves no training behind to write into the checkpoint its next start resumes from; the
+    launcher passes the signal on to its processes."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def train(train_section: TrainConfig, folder: Path, role: str, start: int, data: Path, out: Path,
           settings: TrainConfig) -> dict:
     """Run the launched training to its end, its output (progress bars included) passed through here.
@@ -58,7 +69,8 @@ def train(train_section: TrainConfig, folder: Path, role: str, start: int, data:
     cmd = command(train_section, folder, role, start, data, out, settings)
     env = {**os.environ, PROGRESS_ENV: TEXT, "TOKENIZERS_PARALLELISM": "false"}
     tail = b""
-    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          preexec_fn=_ends_with_this_process) as process:
         while chunk := os.read(process.stdout.fileno(), 65536):
             sys.stderr.write(chunk.decode(errors="replace"))  # streams into a notebook's cell too
             sys.stderr.flush()

@@ -537,7 +537,13 @@ def _callback_class():
                 control.should_training_stop = True
             return control
 
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            # The epoch's batch order, also where the Trainer's own set_epoch does not reach the batch
+            # sampler (several processes resuming mid-epoch: accelerate's sharding and skipping wrap it).
+            self.trainer.batches.set_epoch(int(state.epoch + 1e-6))
+
         def on_save(self, args, state, control, **kwargs):
+            self.trainer.accelerator.wait_for_everyone()  # every process's files are written
             if not state.is_world_process_zero:
                 return
             folder = self.ckpt / f"{CHECKPOINT_PREFIX}{state.global_step}"
@@ -589,11 +595,12 @@ def last_checkpoint(ckpt: Path, fingerprint: str, processes: int) -> tuple[Path,
     return None
 
 
-def _arguments(config: TrainConfig, ckpt: Path):
-    """The Trainer's settings for `config`; `warmup_steps` is set once the number of steps is known."""
+def _arguments(config: TrainConfig, ckpt: Path, device: torch.device):
+    """The Trainer's settings for `config` on the model's `device`; `warmup_steps` is set once the number
+    of steps is known."""
     from transformers import TrainingArguments
 
-    return TrainingArguments(
+    args = TrainingArguments(
         output_dir=str(ckpt),
         num_train_epochs=config.epochs,
         gradient_accumulation_steps=config.grad_accum,
@@ -612,8 +619,13 @@ def _arguments(config: TrainConfig, ckpt: Path):
         average_tokens_across_devices=True,
         ddp_find_unused_parameters=False,
         dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=device.type == "cpu",
     )
+    # One process trains on its one device: with several GPUs visible the Trainer would otherwise wrap
+    # the model in DataParallel (as it already does not for a model placed across devices).
+    if args.device.type == "cuda" and args.world_size == 1:
+        args._n_gpu = 1
+    return args
 
 
 @contextlib.contextmanager
@@ -670,7 +682,7 @@ def train_role(
     fingerprint = _fingerprint(examples, config, role)
     if resume and is_complete(out_dir):
         return _load_finished(model, role, out_dir, fingerprint)
-    args = _arguments(config, ckpt)
+    args = _arguments(config, ckpt, _device(model))
     processes = args.world_size  # the processes `accelerate launch` (or torchrun) started
     if not resume:
         shutil.rmtree(ckpt, ignore_errors=True)

@@ -38,13 +38,13 @@ def test_two_processes_train_the_adapter_one_process_does_with_the_same_global_b
     assert ref["complete"] and ref["steps"] == 6
 
     out = tmp_path / "two" / "generator"
-    _launch(out, "3")  # stopped after step 3, then resumed in 2 processes again
-    assert (checkpoint_dir(out) / "checkpoint-3" / MARKER).is_file() and not out.exists()
+    _launch(out, "4")  # stopped in the middle of epoch 2 (3 steps an epoch), then resumed in 2 processes again
+    assert (checkpoint_dir(out) / "checkpoint-4" / MARKER).is_file() and not out.exists()
     with pytest.raises(TrainError, match="made by 2 training processes"):
         train_role(model(tokenizer), "generator", RECORDS, out, config(1), progress=False)
     _launch(out)
     stats = [json.loads((out.parent / f"generator.stats-{rank}.json").read_text()) for rank in (0, 1)]
-    assert all(s["complete"] and s["steps"] == 6 and s["resumed_from_step"] == 3 for s in stats)
+    assert all(s["complete"] and s["steps"] == 6 and s["resumed_from_step"] == 4 for s in stats)
 
     got, want = _weights(out), _weights(tmp_path / "one" / "generator")
     assert got.keys() == want.keys()
