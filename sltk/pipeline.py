@@ -574,12 +574,11 @@ class Pipeline:
                 records.write_jsonl(path, data)
                 result = self.launched("generator", 0, path, Path(out), cfg)
                 path.unlink(missing_ok=True)
-                return {"records": len(data), "final_loss": result.get("final_loss"), "steps": result.get("steps"),
-                        "tokens_per_second": round(result["tokens"] / max(result["seconds"], 1e-9), 1)}
-            self._adapters_of = None
-            self.load_roles_of(0)  # fresh weights, the same however the roles got here
-            result = train_role(self.loaded, "generator", data, out, cfg, resume=True, progress=self.progress)
-            self._adapters_of = None  # the trained weights are not iteration 0's roles
+            else:
+                self._adapters_of = None
+                self.load_roles_of(0)  # fresh weights, the same however the roles got here
+                result = train_role(self.loaded, "generator", data, out, cfg, resume=True, progress=self.progress)
+                self._adapters_of = None  # the trained weights are not iteration 0's roles
             return {"records": len(data), "final_loss": result.get("final_loss"), "steps": result.get("steps"),
                     "tokens_per_second": round(result["tokens"] / max(result["seconds"], 1e-9), 1)}
 
