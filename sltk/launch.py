@@ -31,20 +31,23 @@ def wanted(train: TrainConfig) -> bool:
     return train.processes > 1 or bool(train.accelerate_config)
 
 
-def command(train: TrainConfig, folder: Path, role: str, start: int, data: Path, out: Path,
-            settings: TrainConfig) -> list[str]:
-    """The `accelerate launch` command that trains `role` of the run in `folder` from iteration `start`'s roles."""
+def launcher(processes: int, accelerate_config: str | None = None) -> list[str]:
+    """`accelerate launch` with `processes` processes, or as the configuration file says."""
     launch = [sys.executable, "-m", "accelerate.commands.launch"]
-    if train.accelerate_config:
-        launch += ["--config_file", str(accelerate_file(train.accelerate_config))]
-        if train.processes > 1:
-            launch += ["--num_processes", str(train.processes)]
-    else:
-        # Several processes on one machine; on a machine without CUDA accelerate's "multi_gpu" runs on gloo.
-        launch += ["--multi_gpu", "--num_processes", str(train.processes), "--num_machines", "1",
-                   "--mixed_precision", "no", "--dynamo_backend", "no"]
-    return launch + ["-m", "sltk.cli", "train-role", "--folder", str(folder), "--role", role, "--start", str(start),
-                     "--data", str(data), "--out", str(out), "--settings", json.dumps(asdict(settings))]
+    if accelerate_config:
+        launch += ["--config_file", str(accelerate_file(accelerate_config))]
+        return launch + (["--num_processes", str(processes)] if processes > 1 else [])
+    # Several processes on one machine; on a machine without CUDA accelerate's "multi_gpu" runs on gloo.
+    return launch + ["--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
+                     "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+def command(folder: Path, role: str, start: int, data: Path, out: Path, settings: TrainConfig) -> list[str]:
+    """The command that trains `role` of the run in `folder` from iteration `start`'s roles, launched as
+    `settings.processes` and `settings.accelerate_config` say."""
+    return launcher(settings.processes, settings.accelerate_config) + [
+        "-m", "sltk.cli", "train-role", "--folder", str(folder), "--role", role, "--start", str(start),
+        "--data", str(data), "--out", str(out), "--settings", json.dumps(asdict(settings))]
 
 
 def _ends_with_this_process() -> None:
@@ -58,15 +61,14 @@ def _ends_with_this_process() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def train(train_section: TrainConfig, folder: Path, role: str, start: int, data: Path, out: Path,
-          settings: TrainConfig) -> dict:
+def train(folder: Path, role: str, start: int, data: Path, out: Path, settings: TrainConfig) -> dict:
     """Run the launched training to its end, its output (progress bars included) passed through here.
 
     Returns the adapter's training statistics; raises LaunchError when a process failed.
     """
     from .train import MARKER
 
-    cmd = command(train_section, folder, role, start, data, out, settings)
+    cmd = command(folder, role, start, data, out, settings)
     env = {**os.environ, PROGRESS_ENV: TEXT, "TOKENIZERS_PARALLELISM": "false"}
     tail = b""
     with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -469,7 +469,7 @@ class Pipeline:
         """Train `role` from iteration `start`'s roles in launched processes (`sltk.launch`); this
         process's model is let go first, so that the launched ones have the memory."""
         self.release_model()
-        return launch.train(self.config.train, self.folder, role, start, data, out, cfg)
+        return launch.train(self.folder, role, start, data, out, cfg)
 
     def release_model(self) -> None:
         """Let go of the in-process model (it loads again when next needed)."""

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from . import faults
+from . import faults, records
 from .config import LOSSES, TrainConfig  # noqa: F401  (importable from here as well)
 from .models import LoadedModel, use_role
 from .progress import bar as progress_bar
@@ -552,9 +552,7 @@ def _callback_class():
                 faults.kill()
             marker = {k: self.stats[k] for k in ("fingerprint", "losses", "target_tokens", "tokens", "seconds")}
             marker["processes"] = self.trainer.accelerator.num_processes
-            tmp = folder / f"{MARKER}.tmp"
-            tmp.write_text(json.dumps(marker))
-            os.replace(tmp, folder / MARKER)
+            records.write_json(folder / MARKER, marker)
             for old in _checkpoints(self.ckpt):
                 if old != folder:
                     shutil.rmtree(old, ignore_errors=True)

@@ -100,9 +100,8 @@ def test_the_accelerate_configurations_are_named_and_resolved():
     for name in ACCELERATE:
         assert yaml.safe_load(accelerate_file(name).read_text())["distributed_type"] == kinds[name]
     config = check_config(preset("smoke", **{"train.accelerate_config": "zero3", "train.processes": 4}))
-    cmd = command(config.train, Path("runs/x"), "generator", 1, Path("d.jsonl"), Path("o"), config.train)
+    cmd = command(Path("runs/x"), "generator", 1, Path("d.jsonl"), Path("o"), config.train)
     assert cmd[cmd.index("--config_file") + 1] == str(accelerate_file("zero3"))
     assert cmd[cmd.index("--num_processes") + 1] == "4" and cmd[cmd.index("-m", 3) + 1] == "sltk.cli"
-    plain = command(preset("smoke", **{"train.processes": 2}).train, Path("r"), "extender", 0, Path("d"), Path("o"),
-                    config.train)
+    plain = command(Path("r"), "extender", 0, Path("d"), Path("o"), preset("smoke", **{"train.processes": 2}).train)
     assert "--multi_gpu" in plain and plain[plain.index("--num_processes") + 1] == "2"

@@ -10,6 +10,7 @@ import pytest
 import torch
 from train_processes import RECORDS, config, model
 
+from sltk.launch import launcher
 from sltk.train import MARKER, TrainError, checkpoint_dir, train_role
 
 SCRIPT = Path(__file__).parent / "train_processes.py"
@@ -17,9 +18,7 @@ SCRIPT = Path(__file__).parent / "train_processes.py"
 
 def _launch(out: Path, *args: str) -> subprocess.CompletedProcess:
     """The script under `accelerate launch` in 2 processes (on a machine without CUDA they use gloo)."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(SCRIPT), str(out), "1", *args]
+    command = launcher(2) + [str(SCRIPT), str(out), "1", *args]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
