@@ -3,6 +3,7 @@
     python benchmarks/generation.py speed     # sequential vs batched tokens/s
     python benchmarks/generation.py runaway   # 24 drafts, 2,048-token cap: static batch vs sltk
     python benchmarks/generation.py prefill   # 48 stage-2-sized prompts: one padded prefill vs groups
+    python benchmarks/generation.py peers     # sltk against the engines a CPU user would pick (peers.py)
 
 Results are printed as a markdown table and saved as JSON under benchmarks/results/.
 """
@@ -125,22 +126,56 @@ def prefill(args) -> dict:
             "max_new_tokens": args.tokens, "rows": rows}
 
 
+def peers(args) -> dict:
+    """sltk and its peers on the same two workloads (benchmarks/peers.py)."""
+    import peers as peer_engines
+
+    tokenizer = sltk.load_base(quantization=None).tokenizer
+    return peer_engines.measure(seed_requests(64), long_requests(48, 800, 2000, tokenizer), args)
+
+
+def print_peers(result: dict) -> None:
+    for name, work in result["workloads"].items():
+        print(f"\n{name}: {work['prompts']} prompts, up to {work['max_new_tokens']} new tokens\n")
+        rows = work["rows"]
+        best = max((r["tokens_per_second"] for r in rows.values() if "tokens_per_second" in r), default=1.0)
+        print("| engine | tokens | seconds | tokens/s | × the fastest | first answer s | last answer s |")
+        print("|---|---|---|---|---|---|---|")
+        for engine, r in rows.items():
+            if "error" in r:
+                print(f"| {engine} | failed: {r['error'][:120]} | | | | | |")
+                continue
+            last = f"{r['last_answer_s']:.0f}" + (" (extrapolated)" if r.get("extrapolated") else "")
+            first = f"{r['first_answer_s']:.1f}" if r["first_answer_s"] is not None else "—"
+            print(f"| {engine} | {r['tokens']} | {r['seconds']:.1f} | {r['tokens_per_second']:.1f} | "
+                  f"{r['tokens_per_second'] / best:.2f} | {first} | {last} |")
+    for line in result["skipped"]:
+        print(f"skipped: {line}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["speed", "runaway", "prefill"])
+    p.add_argument("mode", choices=["speed", "runaway", "prefill", "peers"])
     p.add_argument("--formats", nargs="+", default=["bfloat16", "float32", "nf4"],
                    help="weight formats to time: bfloat16, float32 (unquantised) and nf4 (4-bit, bf16 compute)")
     p.add_argument("--tokens", type=int, default=256)
     p.add_argument("--sequential", type=int, default=4)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[32])
     p.add_argument("--compare", action="store_true", help="also time transformers' generate() on the same batch")
+    p.add_argument("--llama-server", help="peers: llama.cpp's llama-server binary (default: llama-server on PATH)")
+    p.add_argument("--slow-subset", type=int, default=8,
+                   help="peers: prompts the slowest engines answer (their rate is extrapolated to the workload)")
     args = p.parse_args()
-    measure = {"speed": speed, "runaway": runaway, "prefill": prefill}[args.mode]
+    measure = {"speed": speed, "runaway": runaway, "prefill": prefill, "peers": peers}[args.mode]
     result = {"machine": machine(), "mode": args.mode, **measure(args)}
     out = HERE / "results" / f"{args.mode}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"\n{result['machine']}\n")
+    if args.mode == "peers":
+        print_peers(result)
+        print(f"\nsaved {out}")
+        return
     print("| run | tokens | seconds | tokens/s | decode steps |\n|---|---|---|---|---|")
     for name, r in result["rows"].items():
         print(f"| {name} | {r['tokens']} | {r['seconds']:.1f} | {r['tokens_per_second']:.1f} | {r['steps']} |")
