@@ -163,6 +163,8 @@ def main() -> None:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[32])
     p.add_argument("--compare", action="store_true", help="also time transformers' generate() on the same batch")
     p.add_argument("--llama-server", help="peers: llama.cpp's llama-server binary (default: llama-server on PATH)")
+    p.add_argument("--workloads", nargs="+", choices=["seeds", "stage2"], default=["seeds", "stage2"],
+                   help="peers: which workloads to measure")
     p.add_argument("--slow-subset", type=int, default=8,
                    help="peers: prompts the slowest engines answer (their rate is extrapolated to the workload)")
     args = p.parse_args()

@@ -270,12 +270,12 @@ def run(requests, tokens: int, context_per_slot: int, args, skipped: list[str], 
 def measure(seeds, stage2, args) -> dict:
     """Both workloads: `seeds` (64 prompts, 512 new tokens) and `stage2` (48 long prompts, 256 new tokens)."""
     skipped: list[str] = []
-    return {
-        "sampling": "temperature 0.7, top-p 0.8, top-k 20, repetition penalty 1.1; end token or cap only",
-        "workloads": {
-            "seeds": {"prompts": 64, "max_new_tokens": 512, "rows": run(seeds, 512, 1024, args, skipped, "seeds")},
-            "stage2": {"prompts": 48, "prompt_tokens": "800 to 2,000", "max_new_tokens": 256,
-                       "rows": run(stage2, 256, 2560, args, skipped, "stage2")},
-        },
-        "skipped": sorted(set(skipped)),
-    }
+    workloads = {}
+    if "seeds" in args.workloads:
+        workloads["seeds"] = {"prompts": 64, "max_new_tokens": 512,
+                              "rows": run(seeds, 512, 1024, args, skipped, "seeds")}
+    if "stage2" in args.workloads:
+        workloads["stage2"] = {"prompts": 48, "prompt_tokens": "800 to 2,000", "max_new_tokens": 256,
+                               "rows": run(stage2, 256, 2560, args, skipped, "stage2")}
+    return {"sampling": "temperature 0.7, top-p 0.8, top-k 20, repetition penalty 1.1; end token or cap only",
+            "workloads": workloads, "skipped": sorted(set(skipped))}
