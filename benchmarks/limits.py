@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from generation import machine, seed_requests
+from generation import long_requests, machine, seed_requests
 
 import sltk
 from sltk import backends
@@ -88,19 +88,6 @@ def prefill_flops(shape: dict, lengths: list[int]) -> float:
     return sum(lengths) * body + causal + len(lengths) * 2 * shape["head_params"]
 
 
-def long_requests(tokenizer, n: int, words: int) -> list[ChatRequest]:
-    """n prompts of about `words` words each: a seed query and its text so far (seed queries strung together)."""
-    queries = [r.messages[0]["content"] for r in seed_requests(200)]
-    filler = " ".join(queries).split()
-    out = []
-    for i in range(n):
-        start = (i * 37) % max(len(filler) - words, 1)
-        text = " ".join(filler[start : start + words])
-        out.append(ChatRequest([{"role": "user", "content": f"{queries[i]}\n\nThe text so far:\n{text}"}],
-                               id=f"long{i}"))
-    return out
-
-
 @contextmanager
 def timing(backend: HFBackend, record: dict):
     """Time the backend's prefill separately from the rest of a generate call."""
@@ -134,9 +121,8 @@ def run_decode(backend: HFBackend, requests, tokens: int) -> dict:
 
 
 # -- the profile ---------------------------------------------------------------------------------
-PHASES = {  # what is wrapped, under which name
-    "forward": None, "prefill": (HFBackend, "_prefill"), "sampling": (HFBackend, "_next_tokens"),
-    "rows": (HFBackend, "_finished"),
+PHASES = {  # what is wrapped, under which name (and the model's forward, as "forward")
+    "prefill": (HFBackend, "_prefill"), "sampling": (HFBackend, "_next_tokens"), "rows": (HFBackend, "_finished"),
     "cache select": (backends, "_select"), "cache append": (backends.GrowingLayer, "update"),
 }
 
@@ -153,10 +139,7 @@ def phases(backend: HFBackend):
         return wrapper
 
     saved = []
-    for name, where in PHASES.items():
-        if where is None:
-            continue
-        owner, attr = where
+    for name, (owner, attr) in PHASES.items():
         saved.append((owner, attr, getattr(owner, attr)))
         setattr(owner, attr, marked(name, getattr(owner, attr)))
     model = backend.loaded.model
@@ -214,8 +197,9 @@ def main() -> None:
     p.add_argument("--kv", choices=["float32", "bfloat16"], default="float32", help="the KV cache's dtype")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 16, 48])
     p.add_argument("--tokens", type=int, default=160, help="decode steps of the short-prompt runs")
-    p.add_argument("--long", type=int, nargs=2, default=[16, 1100], metavar=("ROWS", "WORDS"),
-                   help="the long-context run: rows and words of each prompt (0 0: none)")
+    p.add_argument("--long", type=int, nargs=2, default=[16, 1150], metavar=("ROWS", "TOKENS"),
+                   help="the long-context run: rows, and tokens of each one's text so far; the extension "
+                        "prompt around it adds about 240 (0 0: none)")
     p.add_argument("--long-tokens", type=int, default=32)
     p.add_argument("--no-profile", action="store_true")
     args = p.parse_args()
@@ -233,7 +217,7 @@ def main() -> None:
     cases = [(f"decode, batch {b}", short[:b], args.tokens) for b in args.batches]
     if args.long[0]:
         cases.append((f"decode, batch {args.long[0]}, long prompts",
-                      long_requests(loaded.tokenizer, args.long[0], args.long[1]), args.long_tokens))
+                      long_requests(args.long[0], args.long[1], args.long[1], loaded.tokenizer), args.long_tokens))
     rows = []
     run_decode(backend, short[:2], 8)  # warm-up
     for label, requests, tokens in cases:
