@@ -25,17 +25,25 @@ from sltk.prompts import extension_prompt
 
 HERE = Path(__file__).resolve().parent
 SEEDS = HERE.parent / "data" / "seed_en.jsonl"
+ENGINES = ("sltk", "loop", "padded", "generate_batch", "serve", "llama.cpp")  # what peers --engines picks from
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
+    """The CPU's name with its widest vector extension (/proc/cpuinfo names some CPUs only "AMD EPYC"),
+    the cores, torch and the system."""
+    cpu, flags = "unknown CPU", set()
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == "unknown CPU":
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
+    widest = next((name for flag, name in (("amx_tile", "AMX"), ("avx512_bf16", "AVX-512 BF16"),
+                                           ("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), None)
+    if widest and widest not in cpu:
+        cpu = f"{cpu} ({widest})"
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {platform.system()}"
 
 
@@ -131,7 +139,30 @@ def peers(args) -> dict:
     import peers as peer_engines
 
     tokenizer = sltk.load_base(quantization=None).tokenizer
-    return peer_engines.measure(seed_requests(64), long_requests(48, 800, 2000, tokenizer), args)
+    return peer_engines.measure(seed_requests(64), long_requests(48, 800, 2000, tokenizer), args,
+                                lambda partial: save_peers({"machine": machine(), "mode": "peers", **partial}))
+
+
+def save_peers(result: dict) -> dict:
+    """Write `result` into results/peers.json, over the rows saved there from the same machine."""
+    out = HERE / "results" / "peers.json"
+    out.parent.mkdir(exist_ok=True)
+    if out.exists():
+        result = merge_peers(json.loads(out.read_text()), result)
+    out.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def merge_peers(saved: dict, new: dict) -> dict:
+    """The rows just measured over those saved from the same machine, so that runs of some engines or
+    one workload (`--engines`, `--workloads`) add up to one table."""
+    if saved.get("machine") != new["machine"] or "workloads" not in saved:
+        return new
+    for name, work in new["workloads"].items():
+        rows = {**saved["workloads"].get(name, {}).get("rows", {}), **work["rows"]}
+        saved["workloads"][name] = {**work, "rows": rows}
+    saved["skipped"] = sorted(set(saved.get("skipped", [])) | set(new["skipped"]))
+    return saved
 
 
 def print_peers(result: dict) -> None:
@@ -145,7 +176,10 @@ def print_peers(result: dict) -> None:
             if "error" in r:
                 print(f"| {engine} | failed: {r['error'][:120]} | | | | | |")
                 continue
-            last = f"{r['last_answer_s']:.0f}" + (" (extrapolated)" if r.get("extrapolated") else "")
+            if r.get("stopped_at_deadline_s"):
+                last = f"stopped at {r['stopped_at_deadline_s']:.0f} s, {r['answered']} of {r['of']} answered"
+            else:
+                last = f"{r['last_answer_s']:.0f}" + (" (extrapolated)" if r.get("extrapolated") else "")
             first = f"{r['first_answer_s']:.1f}" if r["first_answer_s"] is not None else "—"
             print(f"| {engine} | {r['tokens']} | {r['seconds']:.1f} | {r['tokens_per_second']:.1f} | "
                   f"{r['tokens_per_second'] / best:.2f} | {first} | {last} |")
@@ -165,19 +199,24 @@ def main() -> None:
     p.add_argument("--llama-server", help="peers: llama.cpp's llama-server binary (default: llama-server on PATH)")
     p.add_argument("--workloads", nargs="+", choices=["seeds", "stage2"], default=["seeds", "stage2"],
                    help="peers: which workloads to measure")
+    p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES,
+                   help="peers: which engines to measure (default: all)")
+    p.add_argument("--deadline", type=float, default=600,
+                   help="peers: seconds after which generate_batch is stopped (its finished answers count)")
     p.add_argument("--slow-subset", type=int, default=8,
                    help="peers: prompts the slowest engines answer (their rate is extrapolated to the workload)")
     args = p.parse_args()
     measure = {"speed": speed, "runaway": runaway, "prefill": prefill, "peers": peers}[args.mode]
     result = {"machine": machine(), "mode": args.mode, **measure(args)}
     out = HERE / "results" / f"{args.mode}.json"
+    if args.mode == "peers":
+        print(f"\n{result['machine']}\n")
+        print_peers(save_peers(result))
+        print(f"\nsaved {out}")
+        return
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"\n{result['machine']}\n")
-    if args.mode == "peers":
-        print_peers(result)
-        print(f"\nsaved {out}")
-        return
     print("| run | tokens | seconds | tokens/s | decode steps |\n|---|---|---|---|---|")
     for name, r in result["rows"].items():
         print(f"| {name} | {r['tokens']} | {r['seconds']:.1f} | {r['tokens_per_second']:.1f} | {r['steps']} |")

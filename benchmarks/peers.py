@@ -50,7 +50,7 @@ def _sampling(tokens: int) -> Sampling:
 def _row(tokens: int, seconds: float, first: float | None, answered: int, of: int, **extra) -> dict:
     row = {"tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / max(seconds, 1e-9),
            "first_answer_s": first, "last_answer_s": seconds, "answered": answered, "of": of}
-    if answered < of:  # a subset: the whole workload's wall time at the measured rate
+    if 0 < answered < of:  # a subset: the whole workload's wall time at the measured rate
         row["last_answer_s"] = seconds * of / answered
         row["extrapolated"] = True
     return {**row, **extra}
@@ -122,18 +122,37 @@ def padded_peer(loaded, requests, tokens: int) -> dict:
     return _row(produced, seconds, seconds, len(requests), len(requests), steps=gen.shape[1])
 
 
-def generate_batch_peer(loaded, requests, tokens: int) -> dict:
-    """transformers' continuous batching in the process (`model.generate_batch`)."""
+def generate_batch_peer(loaded, requests, tokens: int, deadline: float) -> dict:
+    """transformers' continuous batching in the process: what `model.generate_batch` does (its manager,
+    sized by the same workload hints), stopped after `deadline` seconds with the answers finished by then."""
+    from transformers.generation.continuous_batching.utils import WorkloadHints
+
     tok, config = loaded.tokenizer, _generation_config(loaded.tokenizer, tokens)
+    prompts = _prompt_ids(tok, requests)
+    hints = WorkloadHints(max_prompt_length=max(map(len, prompts)), max_generated_length=tokens,
+                          num_requests=len(prompts))
     torch.manual_seed(0)
-    start = time.perf_counter()
+    start, done, first = time.perf_counter(), [], None
     with torch.inference_mode():
-        out = loaded.model.generate_batch(inputs=_prompt_ids(tok, requests), generation_config=config)
-    seconds = time.perf_counter() - start
-    done = [o for o in out.values() if o.error is None]
-    ends = [o.lifespan[1] - start for o in done if o.lifespan[1] > 0]
-    return _row(sum(len(o.generated_tokens) for o in done), seconds, min(ends) if ends else None,
-                len(done), len(requests))
+        manager = loaded.model.init_continuous_batching(generation_config=config, workload_hints=hints)
+        manager.start()
+        try:
+            manager.add_requests(inputs=prompts, max_new_tokens=tokens)
+            while len(done) < len(prompts) and time.perf_counter() - start < deadline:
+                result = manager.get_result(timeout=1)
+                if result is not None and result.is_finished() and result.error is None:
+                    done.append(result)
+                    first = first if first is not None else time.perf_counter() - start
+                elif result is None and not manager.is_running():
+                    break
+            seconds = time.perf_counter() - start
+        finally:
+            manager.stop(block=True, timeout=60, hard_stop=True)
+            manager.destroy()
+    row = _row(sum(len(o.generated_tokens) for o in done), seconds, first, len(done), len(requests))
+    if len(done) < len(requests):  # the unfinished answers' tokens are not counted: a lower bound
+        row.update(stopped_at_deadline_s=deadline, extrapolated=False, last_answer_s=None)
+    return row
 
 
 # -- servers ----------------------------------------------------------------------------------
@@ -187,22 +206,19 @@ def llama_server_binary(given: str | None) -> str | None:
     return given or shutil.which("llama-server")
 
 
-def llama_cpp_peers(binary: str, requests, tokens: int, context_per_slot: int, tokenizer, work: Path) -> dict:
-    rows = {}
-    for slots in SLOTS:
-        port = _free_port()
-        argv = [binary, "-m", str(embedded.gguf_path()), "--host", "127.0.0.1", "--port", str(port),
-                "-np", str(slots), "-c", str(context_per_slot * slots), "-t", str(os.cpu_count() or 1),
-                "--no-webui", "--jinja"]
-        server = _Server(argv, port, work / f"llama-server-{slots}.log")
-        try:
-            # llama.cpp names the repetition penalty repeat_penalty
-            rows[f"llama.cpp server, {slots} slot{'s' if slots > 1 else ''} (Q4_1)"] = served_peer(
-                server, "embedded", requests, tokens, slots, tokenizer,
-                extra_body={"repeat_penalty": _sampling(tokens).repetition_penalty})
-        finally:
-            server.stop()
-    return rows
+def llama_cpp_peer(binary: str, slots: int, requests, tokens: int, context_per_slot: int, tokenizer,
+                   work: Path) -> dict:
+    port = _free_port()
+    argv = [binary, "-m", str(embedded.gguf_path()), "--host", "127.0.0.1", "--port", str(port),
+            "-np", str(slots), "-c", str(context_per_slot * slots), "-t", str(os.cpu_count() or 1),
+            "--no-webui", "--jinja"]
+    server = _Server(argv, port, work / f"llama-server-{slots}.log")
+    try:
+        # llama.cpp names the repetition penalty repeat_penalty
+        return served_peer(server, "embedded", requests, tokens, slots, tokenizer,
+                           extra_body={"repeat_penalty": _sampling(tokens).repetition_penalty})
+    finally:
+        server.stop()
 
 
 def transformers_serve_peer(folder: Path, requests, tokens: int, subset: int, tokenizer, work: Path) -> dict:
@@ -222,59 +238,74 @@ def transformers_serve_peer(folder: Path, requests, tokens: int, subset: int, to
 
 # -- the two workloads ------------------------------------------------------------------------
 
-def run(requests, tokens: int, context_per_slot: int, args, skipped: list[str], label: str) -> dict:
-    """Every peer on `requests`; returns {peer: row}."""
+def run(requests, tokens: int, context_per_slot: int, args, skipped: list[str], label: str, save) -> dict:
+    """Every peer on `requests`; returns {peer: row}, and calls `save(rows)` after each one."""
     rows: dict[str, dict] = {}
     folder = embedded.ensure_checkpoint()
 
-    def attempt(name, measure):
+    def attempt(name, measure, engine):
+        if engine not in args.engines:
+            return
         print(f"[{label}] {name} ...", flush=True)
         try:
             rows[name] = measure()
         except Exception as exc:  # a peer that fails is reported, not fatal for the others
             rows[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
         print(f"[{label}] {name}: {rows[name]}", flush=True)
+        save(rows)
 
     fp32 = sltk.load_base(quantization=None)
     n = len(requests)
-    attempt(f"sltk HFBackend, float32, batch {n}", lambda: sltk_peer(fp32, requests, tokens, n))
+    attempt(f"sltk HFBackend, float32, batch {n}", lambda: sltk_peer(fp32, requests, tokens, n), "sltk")
     demo = sltk.preset("cpu-demo")
     attempt(f"sltk HFBackend, cpu-demo (bf16 KV cache, batch {demo.batch_size})",
-            lambda: sltk_peer(fp32, requests, tokens, demo.batch_size, kv_dtype=demo.kv_cache_dtype))
+            lambda: sltk_peer(fp32, requests, tokens, demo.batch_size, kv_dtype=demo.kv_cache_dtype), "sltk")
     attempt(f"model.generate, one prompt at a time (first {args.slow_subset})",
-            lambda: sequential_peer(fp32, requests, tokens, args.slow_subset))
-    attempt(f"model.generate, one padded batch of {n}", lambda: padded_peer(fp32, requests, tokens))
-    attempt("transformers generate_batch (continuous batching)", lambda: generate_batch_peer(fp32, requests, tokens))
+            lambda: sequential_peer(fp32, requests, tokens, args.slow_subset), "loop")
+    attempt(f"model.generate, one padded batch of {n}", lambda: padded_peer(fp32, requests, tokens), "padded")
+    attempt("transformers generate_batch (continuous batching)",
+            lambda: generate_batch_peer(fp32, requests, tokens, args.deadline), "generate_batch")
     tokenizer = fp32.tokenizer
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         served = (Path(sys.executable).parent / "transformers").exists() and all(
             importlib.util.find_spec(m) for m in ("fastapi", "uvicorn", "openai"))
-        if served:
+        if "serve" in args.engines and served:
             attempt(f"transformers serve --continuous-batching, 16 at a time (first {args.slow_subset})",
-                    lambda: transformers_serve_peer(folder, requests, tokens, args.slow_subset, tokenizer, work))
-        else:
+                    lambda: transformers_serve_peer(folder, requests, tokens, args.slow_subset, tokenizer, work),
+                    "serve")
+        elif "serve" in args.engines:
             skipped.append("transformers serve: not installed (pip install 'transformers[serving]')")
         binary = llama_server_binary(args.llama_server)
-        if binary:
-            try:
-                rows.update(llama_cpp_peers(binary, requests, tokens, context_per_slot, tokenizer, work))
-            except Exception as exc:
-                rows["llama.cpp server"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
-        else:
+        for slots in SLOTS if binary else ():
+            attempt(f"llama.cpp server, {slots} slot{'s' if slots > 1 else ''} (Q4_1)",
+                    lambda slots=slots: llama_cpp_peer(binary, slots, requests, tokens, context_per_slot, tokenizer,
+                                                       work),
+                    "llama.cpp")
+        if "llama.cpp" in args.engines and not binary:
             skipped.append("llama.cpp server: no llama-server binary (--llama-server PATH, or on PATH)")
     return rows
 
 
-def measure(seeds, stage2, args) -> dict:
-    """Both workloads: `seeds` (64 prompts, 512 new tokens) and `stage2` (48 long prompts, 256 new tokens)."""
+def measure(seeds, stage2, args, save) -> dict:
+    """Both workloads: `seeds` (64 prompts, 512 new tokens) and `stage2` (48 long prompts, 256 new tokens).
+
+    `save(result)` is called with the result so far after every peer, so that a stopped run keeps
+    the rows it measured."""
     skipped: list[str] = []
-    workloads = {}
-    if "seeds" in args.workloads:
-        workloads["seeds"] = {"prompts": 64, "max_new_tokens": 512,
-                              "rows": run(seeds, 512, 1024, args, skipped, "seeds")}
-    if "stage2" in args.workloads:
-        workloads["stage2"] = {"prompts": 48, "prompt_tokens": "800 to 2,000", "max_new_tokens": 256,
-                               "rows": run(stage2, 256, 2560, args, skipped, "stage2")}
-    return {"sampling": "temperature 0.7, top-p 0.8, top-k 20, repetition penalty 1.1; end token or cap only",
-            "workloads": workloads, "skipped": sorted(set(skipped))}
+    result = {"sampling": "temperature 0.7, top-p 0.8, top-k 20, repetition penalty 1.1; end token or cap only",
+              "workloads": {}, "skipped": skipped}
+    shapes = {"seeds": (seeds, {"prompts": 64, "max_new_tokens": 512}, 512, 1024),
+              "stage2": (stage2, {"prompts": 48, "prompt_tokens": "800 to 2,000", "max_new_tokens": 256}, 256, 2560)}
+    for name in ("seeds", "stage2"):
+        if name not in args.workloads:
+            continue
+        requests, about, tokens, context = shapes[name]
+
+        def keep(rows, name=name, about=about):
+            result["workloads"][name] = {**about, "rows": dict(rows)}
+            save(result)
+
+        keep(run(requests, tokens, context, args, skipped, name, keep))
+    result["skipped"] = sorted(set(skipped))
+    return result
