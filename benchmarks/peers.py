@@ -47,12 +47,17 @@ def _sampling(tokens: int) -> Sampling:
     return Sampling(max_new_tokens=tokens, stop=(), loop_tokens=0)
 
 
-def _row(tokens: int, seconds: float, first: float | None, answered: int, of: int, **extra) -> dict:
+def _row(tokens: int, seconds: float, first: float | None, answered: int, of: int,
+         deadline: float | None = None, **extra) -> dict:
+    """One peer's numbers. Fewer answers than requests: a subset asked on purpose (the whole workload's
+    wall time is extrapolated at the measured rate), or, with `deadline`, a run stopped then (the
+    unfinished answers' tokens are not counted, so the rate is a lower bound)."""
     row = {"tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / max(seconds, 1e-9),
            "first_answer_s": first, "last_answer_s": seconds, "answered": answered, "of": of}
-    if 0 < answered < of:  # a subset: the whole workload's wall time at the measured rate
-        row["last_answer_s"] = seconds * of / answered
-        row["extrapolated"] = True
+    if deadline is not None and answered < of:
+        row.update(last_answer_s=None, stopped_at_deadline_s=deadline)
+    elif 0 < answered < of:
+        row.update(last_answer_s=seconds * of / answered, extrapolated=True)
     return {**row, **extra}
 
 
@@ -149,10 +154,7 @@ def generate_batch_peer(loaded, requests, tokens: int, deadline: float) -> dict:
         finally:
             manager.stop(block=True, timeout=60, hard_stop=True)
             manager.destroy()
-    row = _row(sum(len(o.generated_tokens) for o in done), seconds, first, len(done), len(requests))
-    if len(done) < len(requests):  # the unfinished answers' tokens are not counted: a lower bound
-        row.update(stopped_at_deadline_s=deadline, extrapolated=False, last_answer_s=None)
-    return row
+    return _row(sum(len(o.generated_tokens) for o in done), seconds, first, len(done), len(requests), deadline)
 
 
 # -- servers ----------------------------------------------------------------------------------
