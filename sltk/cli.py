@@ -86,7 +86,8 @@ def _notebooks(args) -> int:
     from .pipeline import Pipeline
 
     start = time.perf_counter()
-    folder = notebooks.run(args.preset, args.name, args.runs_dir, args.model)
+    prefixes = tuple(f"{n}_" for n in args.notebooks) if args.notebooks else notebooks.LOOP
+    folder = notebooks.run(args.preset, args.name, args.runs_dir, args.model, prefixes=prefixes)
     config = preset(args.preset, name=args.name, **({"model": args.model} if args.model else {}))
     pipeline = Pipeline(config, folder, progress=False)
     _report(pipeline, start, heldout.evaluate(pipeline))  # read back: notebook 03 has evaluated
@@ -319,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="demo", help="run name: the folder under --runs-dir")
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--model", default=None, help="another model than the preset's")
+    p.add_argument("--notebooks", nargs="+", metavar="NN", default=None,
+                   help="the numbered notebooks to execute (default: 00 01 02 03); e.g. `--notebooks 05` "
+                        "adds AgentWrite to a finished demo run and compares both ways")
     p.set_defaults(func=_notebooks)
 
     p = sub.add_parser("drafts", help="load both roles and draft answers for a few seed queries")

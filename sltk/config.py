@@ -150,7 +150,7 @@ class AgentWriteConfig:
     The other switches are for models that repeat themselves across sections.
     """
 
-    # A JSONL of {"id", "query"}; None: iteration 1's queries if the run has them, else the seed files.
+    # A JSONL of {"id", "query"}; None: the run's queries of every iteration that made them, else the seeds.
     queries: str | None = None
     prompts: int = 0  # the first N prompts (0: all)
     # "longwriter": a main point and word count a line; "outline": numbered headings, pre-filled with "1."
@@ -484,7 +484,7 @@ PRESETS: dict[str, dict] = {
         "train": {"epochs": 6, "extender_epochs": 2, "lr": 5e-4, "max_seq_len": 3072, "batch_size": 1,
                   "gradient_checkpointing": False},
         "final": {"harvest_per_query": 1, "min_words": 300, "max_words": 3000},
-        "eval": {"prompts": 24, "max_new_tokens": 2048},
+        "eval": {"prompts": 48, "max_new_tokens": 2048},
         # The 135M model ignores LongWriter's plan format but writes a numbered outline when pre-filled
         # with "1.", and writes a few hundred words without looping: five short sections, each shown
         # the end of the text so far, written again once when it repeats it, then cut before a repeat.

@@ -527,15 +527,13 @@ class Pipeline:
 
     # -- AgentWrite ----------------------------------------------------------------------------
     def agentwrite_prompts(self) -> list[dict]:
-        """AgentWrite's prompts: `agentwrite.queries` if set, else iteration 1's queries when the run has
-        them (the same queries as Self-Lengthen), else the seed files; the first `agentwrite.prompts`."""
+        """AgentWrite's prompts: `agentwrite.queries` if set, else the queries of every iteration the run
+        has finished them for (the queries Self-Lengthen made its data from), else the seed files; the
+        first `agentwrite.prompts`."""
         aw, c = self.config.agentwrite, self.config
-        if aw.queries:
-            files = [Path(aw.queries)]
-        elif (self.iteration_dir(1) / "queries.jsonl").exists() and self.done("iter_1/queries"):
-            files = [self.iteration_dir(1) / "queries.jsonl"]
-        else:
-            files = [Path(f) for f in c.seeds]
+        made = [self.iteration_dir(k) / "queries.jsonl" for k in range(1, c.iterations + 1)
+                if self.done(f"iter_{k}/queries") and (self.iteration_dir(k) / "queries.jsonl").exists()]
+        files = [Path(aw.queries)] if aw.queries else made or [Path(f) for f in c.seeds]
         rows = [r for f in files for r in records.read_prompts(f)]
         for r in rows:
             if "id" not in r:

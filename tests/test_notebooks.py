@@ -91,6 +91,24 @@ def test_the_plan_runs_02_once_per_iteration():
     assert [n for n in names if n.startswith("02_")] == [f"02_one_iteration_iter{k}.ipynb" for k in (1, 2, 3)]
     assert names[0].startswith("00_") and names[-1].startswith("03_")  # the demo: the loop's notebooks
     assert [c for _, _, c in notebooks.plan(1, prefixes=("04_",))] == ["04_evaluation.ipynb"]
+    with pytest.raises(FileNotFoundError, match="No numbered notebooks 07_\\* in .*naming notebooks 00 to 05"):
+        notebooks.plan(1, prefixes=("07_",))
+
+
+def test_sltk_demo_notebooks_picks_the_numbered_ones(monkeypatch, tmp_path):
+    from sltk import cli
+
+    seen = {}
+
+    def executed(*args, prefixes, **kwargs):  # stands in for papermill: records what would run, then stops
+        seen["prefixes"] = prefixes
+        raise RuntimeError("stopped here")
+
+    monkeypatch.setattr(notebooks, "run", executed)
+    assert cli.main(["demo", "--notebooks", "05", "--runs-dir", str(tmp_path)]) == 2
+    assert seen["prefixes"] == ("05_",)
+    assert cli.main(["demo", "--runs-dir", str(tmp_path)]) == 2
+    assert seen["prefixes"] == notebooks.LOOP
 
 
 @pytest.mark.integration

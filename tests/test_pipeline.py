@@ -26,6 +26,17 @@ def test_a_start_that_wrote_nothing_does_not_block_the_run_name(tmp_path):
     assert "model: embedded" in (tmp_path / "r2" / "config.yaml").read_text()
 
 
+def test_agentwrite_writes_from_the_queries_every_iteration_made(tmp_path):
+    p = Pipeline(preset("smoke", iterations=2), tmp_path / "r")
+    assert [r["id"] for r in p.agentwrite_prompts()][:1] == [read_jsonl(p.config.seeds[0])[0]["id"]]  # no run yet
+    for k in (1, 2):
+        append_jsonl(p.iteration_dir(k) / "queries.jsonl", [{"id": f"q{k}", "query": f"Write about {k}.", "lang": "en"}])
+    p.mark("iter_1/queries", records=1)
+    assert [r["id"] for r in p.agentwrite_prompts()] == ["q1"]  # iteration 2's queries are not finished
+    p.mark("iter_2/queries", records=1)
+    assert [r["id"] for r in p.agentwrite_prompts()] == ["q1", "q2"]
+
+
 def test_manifest_is_rewritten_atomically_and_reloaded(tmp_path):
     p = Pipeline(preset("smoke"), tmp_path / "r")
     assert not p.done("iter_1/queries")
