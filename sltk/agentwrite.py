@@ -264,7 +264,7 @@ class AgentWrite:
         tries: dict[str, int] = {}
         while pending:
             retry = []
-            for chunk in _chunks(pending, self.chunk):
+            for chunk in records.chunks(pending, self.chunk):
                 reqs = []
                 for it in chunk:
                     messages, prefill = prompts.plan_messages(it["query"], it.get("lang", "en"), cfg.plan_style,
@@ -316,7 +316,7 @@ class AgentWrite:
                 written = {r["step"] for r in have}
                 jobs += [(it, j) for j in wanted if j not in written]
             desc = "sections" if k is None else f"section {k}/{steps}"
-            for chunk in _chunks(jobs, self.chunk):
+            for chunk in records.chunks(jobs, self.chunk):
                 new = self._write(chunk, plans, by_prompt, desc)
                 records.append_jsonl(path, new)
                 for r in new:
@@ -447,8 +447,3 @@ class AgentWrite:
             "generated": {**self.generated, "seconds": round(self.generated["seconds"], 1),
                           "section_tokens": sec_tokens},
         }
-
-
-def _chunks(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i : i + size]

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from . import config as config_module
+from .text import LANGUAGES
 
 
 def _prepare(args) -> int:
@@ -22,7 +23,7 @@ def _prepare(args) -> int:
     return 0
 
 
-def _demo(args) -> int:
+def _drafts(args) -> int:
     import pandas as pd
 
     from . import text
@@ -80,7 +81,7 @@ def _report(pipeline, start: float, table) -> None:
     print(markdown(table))
 
 
-def _notebooks(args) -> int:
+def _demo(args) -> int:
     from . import heldout, notebooks
     from .config import preset
     from .pipeline import Pipeline
@@ -106,8 +107,9 @@ def _eval(args) -> int:
     if not (folder / "config.yaml").exists():
         raise FileNotFoundError(f"No run at {folder} (no config.yaml): start one with `sltk run --name {args.run}`.")
     pipeline = Pipeline(_where(Config.load(folder / "config.yaml"), args), folder)
-    settings = EvalSettings(args.benchmark, args.subset, args.max_length, args.lang, args.max_new_tokens,
-                            tuple(args.models or ()), args.judge, args.seed, judge_tries=args.judge_tries,
+    settings = EvalSettings(benchmark=args.benchmark, subset=args.subset, max_length=args.max_length,
+                            lang=args.lang, max_new_tokens=args.max_new_tokens, models=tuple(args.models or ()),
+                            judge=args.judge, seed=args.seed, judge_tries=args.judge_tries,
                             judge_max_new_tokens=args.judge_max_new_tokens, judge_mode=args.judge_mode)
     table = run(pipeline, settings)
     print(markdown(table))
@@ -323,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--notebooks", nargs="+", metavar="NN", default=None,
                    help="the numbered notebooks to execute (default: 00 01 02 03); e.g. `--notebooks 05` "
                         "adds AgentWrite to a finished demo run and compares both ways")
-    p.set_defaults(func=_notebooks)
+    p.set_defaults(func=_demo)
 
     p = sub.add_parser("drafts", help="load both roles and draft answers for a few seed queries")
     p.add_argument("--model", default="embedded", help="'embedded', a hub id or a local folder")
@@ -333,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=1024)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_demo)
+    p.set_defaults(func=_drafts)
 
     p = sub.add_parser("run", help="run the Self-Lengthen loop (resumes a run folder that exists)")
     p.add_argument("--preset", default="cpu-demo", help="smoke, cpu-demo, colab-t4, a100 or paper")
@@ -409,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                         "name, looked up in $SLTK_EVAL_SETS")
     p.add_argument("--subset", type=int, help="evaluate the first N items (after the filters)")
     p.add_argument("--max-length", type=int, help="keep items whose required length is below this")
-    p.add_argument("--lang", choices=["en", "zh"], help="keep items of this output language")
+    p.add_argument("--lang", choices=LANGUAGES, help="keep items of this output language")
     p.add_argument("--max-new-tokens", type=int, default=2048)
     p.add_argument("--models", nargs="*", help="base, generator_iter_1, ... (default: all)")
     p.add_argument("--judge", action="store_true", help="LLM-as-judge quality with the run's base model (weak)")

@@ -4,8 +4,29 @@ interval a written constraint ("about 2,000 words", "2000-3000字", "不少于�
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 LONGEN_TYPES = ("about", "range", "above", "below")
+
+# LonGen's accepted interval of a one-number constraint, as exact multiples of its number:
+# about N -> (0.8N, 1.2N), above N -> (N, 1.5N), below N -> (0.5N, N); a range A-B accepts (A, B).
+FACTORS = {
+    "about": (Fraction(4, 5), Fraction(6, 5)),
+    "above": (Fraction(1), Fraction(3, 2)),
+    "below": (Fraction(1, 2), Fraction(1)),
+}
+
+
+def interval(kind: str, numbers) -> tuple[float, float]:
+    """The accepted word interval of a constraint of type ``kind`` with its numbers (two for a range)."""
+    if kind not in LONGEN_TYPES:
+        raise ValueError(f"unknown constraint type {kind!r}; valid: {', '.join(LONGEN_TYPES)}")
+    if kind == "range":
+        a, b = sorted(numbers)
+        return float(a), float(b)
+    (n,) = numbers
+    lo, hi = FACTORS[kind]
+    return float(lo * n), float(hi * n)
 
 # LongBench-Write buckets on the required length: (low, high, label), high exclusive except the last.
 BUCKETS = ((0, 500, "[0,500)"), (500, 2000, "[500,2000)"), (2000, 4000, "[2000,4000)"), (4000, 20000, "[4000,20000]"))
@@ -136,11 +157,7 @@ def parse_constraint(constraint: str, type: str | None = None) -> tuple[float, f
     values = [v for v, *_ in found]
     if any(v <= 0 for v in values):
         raise ValueError(f"a length must be positive in {constraint!r}")
-    if kind == "range":
-        a, b = sorted(values)
-        return (a, b)
-    n = values[0]
-    return {"about": (0.8 * n, 1.2 * n), "above": (n, 1.5 * n), "below": (0.5 * n, n)}[kind]
+    return interval(kind, values)
 
 
 def _pick(constraint: str, found: list, need: int) -> list:

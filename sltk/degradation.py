@@ -21,14 +21,7 @@ COLUMNS = ["segment", "start", "end", "position", "units", "repeated", "repeated
 DEFAULT_THRESHOLD = 0.2
 
 
-def units(text: str, lang: str | None = None) -> list[str]:
-    """The text's units: lower-cased whitespace tokens (en) or non-space characters (zh)."""
-    lang = lang or textlib.detect_language(text)
-    if lang == "en":
-        return text.lower().split()
-    if lang == "zh":
-        return [ch for ch in text if not ch.isspace()]
-    raise ValueError(f"unknown language {lang!r}; valid: {', '.join(textlib.LANGUAGES)} or None")
+units = textlib.ngram_units  # the text's units: the repetition filter's, so the two agree
 
 
 def segment_bounds(count: int, k: int = 10, window: int | None = None) -> list[tuple[int, int]]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import records
 from .constraints import BUCKETS, LONGEN_TYPES, bucket, parse_constraint  # noqa: F401  (part of this API)
-from .text import LANGUAGES
+from .text import LANGUAGES, check_lang
 
 __all__ = [
     "BENCHMARKS",
@@ -108,11 +108,6 @@ def _field(path, number: int, row: dict, name: str, kind: type):
     return value
 
 
-def _check_lang(lang: str | None) -> None:
-    if lang is not None and lang not in LANGUAGES:
-        raise ValueError(f"unknown language {lang!r}; valid: {', '.join(LANGUAGES)} or None")
-
-
 def _is_en_subset(path: Path) -> bool:
     return Path(path).stem.lower().endswith("_en")
 
@@ -124,7 +119,7 @@ def load_longbench_write(path: str | os.PathLike, lang: str | None = None) -> li
     its prompts is written in Chinese but asks for English); otherwise ``"zh"`` when the prompt
     contains a character in U+4E00–U+9FFF, else ``"en"``.
     """
-    _check_lang(lang)
+    check_lang(lang, allow_none=True)
     path = Path(path)
     subset = _is_en_subset(path)
     bench = BENCHMARKS["longbench_write_en" if subset else "longbench_write"]
@@ -136,7 +131,7 @@ def load_longbench_write(path: str | os.PathLike, lang: str | None = None) -> li
 
 def load_longwrite_ruler(path: str | os.PathLike, lang: str | None = None) -> list[dict]:
     """Load LongWrite-Ruler; the output language is ``lang`` or taken from the prompt's script."""
-    _check_lang(lang)
+    check_lang(lang, allow_none=True)
     return _length_items(Path(path), BENCHMARKS["longwrite_ruler"], lang)
 
 

@@ -137,6 +137,9 @@ def run(pipeline, s: EvalSettings) -> pd.DataFrame:
     plots.save(plots.required_vs_produced(items, outputs, bench), folder / "required_vs_produced.png")
     if bench != "longen":
         plots.save(plots.score_by_bucket(items, outputs), folder / "S_l_by_bucket.png")
+    if bench == "longwrite_ruler":  # how far each model follows each required length
+        by_length = pd.concat({m: scoring.ruler_summary(items, o) for m, o in outputs.items()}, names=["model"])
+        by_length.to_csv(folder / "ruler_by_length.csv")
     lang = items[0]["lang"] if len({i["lang"] for i in items}) == 1 else None
     curves = degradation.curves({m: o for m, o in outputs.items()}, lang=lang)
     plots.save(plots.degradation_curve(curves), folder / "degradation.png")

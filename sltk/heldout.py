@@ -69,8 +69,7 @@ def answer(backend, roles: dict[str, str | None], items: list[dict], files: dict
             if p.exists() else {} for m, p in files.items()}
     # prompt by prompt, every model: each chunk holds all models' answers to the same prompts
     jobs = [(m, i) for i in items for m in files if i["id"] not in done[m]]
-    for start in range(0, len(jobs), chunk):
-        part = jobs[start : start + chunk]
+    for part in records.chunks(jobs, chunk):
         reqs = [ChatRequest([{"role": "user", "content": i["query"]}], role=roles[m], id=i["id"],
                             seed=derive_seed(seed, tag, i["id"])) for m, i in part]
         outs = backend.generate(reqs, sampling, desc=desc)

@@ -35,11 +35,6 @@ def _rng(*parts) -> random.Random:
     return random.Random(derive_seed(*parts))
 
 
-def _chunks(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 class Pipeline:
     """One run: its folder, configuration, manifest and (lazily) the model with both roles."""
 
@@ -361,7 +356,7 @@ class Pipeline:
         pending = [it for it in items if it["id"] not in done]
         while pending:
             retry = []
-            for chunk in _chunks(pending, self.config.chunk):
+            for chunk in records.chunks(pending, self.config.chunk):
                 seeded = [{**it, "seed": derive_seed(self.config.seed, it["id"], tries.get(it["id"], 0))}
                           for it in chunk]
                 final, failed_tries = [], []

@@ -48,8 +48,7 @@ def sample(backend, items: list[dict], role: str | None, k: int, sampling, seed:
     done = {r["id"]: r for r in records.read_jsonl(path, repair_tail=True)} if path.exists() else {}
     records.append_jsonl(path, [])
     jobs = [(it, j) for it in items for j in range(k) if f"{it['id']}-k{j}" not in done]
-    for start in range(0, len(jobs), chunk):
-        part = jobs[start : start + chunk]
+    for part in records.chunks(jobs, chunk):
         reqs = [ChatRequest([{"role": "user", "content": it["query"]}], role=role, id=f"{it['id']}-k{j}",
                             seed=derive_seed(seed, "preference", it["id"], j)) for it, j in part]
         outs = backend.generate(reqs, sampling, desc=desc)

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import re
 
-from .text import LANGUAGES
+from .text import check_lang
 
 __all__ = [
     "OMITTED",
     "OUTLINE_PREFILL",
     "SELF_INSTRUCT_STOP",
-    "check_lang",
     "extension_prompt",
     "judge_messages",
     "parse_instruction",
@@ -30,13 +29,6 @@ __all__ = [
     "self_instruct_messages",
 ]
 
-
-
-def check_lang(lang: str) -> str:
-    """Return ``lang`` if it is one of :data:`sltk.text.LANGUAGES`, else raise ValueError."""
-    if lang not in LANGUAGES:
-        raise ValueError(f"unknown language {lang!r}; valid: {', '.join(LANGUAGES)}")
-    return lang
 
 
 # --------------------------------------------------------------------------- extension

@@ -217,6 +217,13 @@ def write_json(path: str | os.PathLike, data) -> None:
     write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False))
 
 
+def chunks(items: list, size: int):
+    """`items` in pieces of `size`: a step generates and appends one piece at a time, so a kill loses
+    at most the piece in flight."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
 def write_jsonl(path: str | os.PathLike, records) -> None:
     """Write a whole JSONL file atomically."""
     write_atomic(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))

@@ -17,20 +17,18 @@ import math
 import os
 import random
 from collections.abc import Iterable
-from fractions import Fraction
 
-from .prompts import check_lang, extension_prompt
-from .text import count_words, detect_language, drop_lines
+from .constraints import FACTORS, LONGEN_TYPES, interval
+from .prompts import extension_prompt
+from .text import check_lang, count_words, detect_language, drop_lines
 
 __all__ = [
     "CONSTRAINT_SHARES",
-    "CONSTRAINT_TYPES",
     "constrained_query",
     "constraint_text",
     "extender_record",
     "final_records",
     "generator_record",
-    "longen_interval",
     "make_constraint",
     "save_hf_dataset",
     "to_alpaca",
@@ -65,20 +63,12 @@ def extender_record(
 
 # --------------------------------------------------------------------------- length constraints
 
-CONSTRAINT_TYPES = ("about", "range", "above", "below")
 CONSTRAINT_SHARES = {"about": 0.40, "range": 0.25, "above": 0.10, "below": 0.25}
 
 # Rounding steps, coarse to fine; a finer one is used when a coarser one cannot give numbers the
 # text satisfies (or would give 0). Step 1 always works for words >= 1.
 _STEPS = (1000, 500, 100, 50, 10, 5, 1)
 _COARSE_ABOUT_PROB = 0.2  # "about N" rounds to 2,000 this often
-
-# LonGen accepted interval as exact multiples of the numbers: type -> (low factor, high factor).
-_FACTORS = {
-    "about": (Fraction(4, 5), Fraction(6, 5)),
-    "above": (Fraction(1), Fraction(3, 2)),
-    "below": (Fraction(1, 2), Fraction(1)),
-}
 
 _TEXT = {
     "en": {
@@ -97,20 +87,8 @@ _TEXT = {
 }
 
 
-def longen_interval(kind: str, numbers: tuple[int, ...]) -> tuple[float, float]:
-    """The LonGen accepted word interval of a constraint of type ``kind`` with its numbers."""
-    if kind == "range":
-        a, b = numbers
-        return float(a), float(b)
-    if kind not in _FACTORS:
-        raise ValueError(f"unknown constraint type {kind!r}; valid: {', '.join(CONSTRAINT_TYPES)}")
-    (n,) = numbers
-    lo, hi = _FACTORS[kind]
-    return float(lo * n), float(hi * n)
-
-
 def _satisfies(words: int, kind: str, n: int) -> bool:
-    lo, hi = _FACTORS[kind]
+    lo, hi = FACTORS[kind]
     return lo * n <= words <= hi * n
 
 
@@ -146,7 +124,7 @@ def constraint_text(kind: str, numbers: tuple[int, ...], lang: str) -> str:
 
 
 def _pick_type(rng: random.Random) -> str:
-    return rng.choices(CONSTRAINT_TYPES, weights=[CONSTRAINT_SHARES[t] for t in CONSTRAINT_TYPES])[0]
+    return rng.choices(LONGEN_TYPES, weights=[CONSTRAINT_SHARES[t] for t in LONGEN_TYPES])[0]
 
 
 def make_constraint(words: int, lang: str, rng: random.Random, kind: str | None = None) -> dict:
@@ -162,8 +140,8 @@ def make_constraint(words: int, lang: str, rng: random.Random, kind: str | None 
         raise ValueError(f"words must be >= 1, got {words}")
     if kind is None:
         kind = _pick_type(rng)
-    elif kind not in CONSTRAINT_TYPES:
-        raise ValueError(f"unknown constraint type {kind!r}; valid: {', '.join(CONSTRAINT_TYPES)}")
+    elif kind not in LONGEN_TYPES:
+        raise ValueError(f"unknown constraint type {kind!r}; valid: {', '.join(LONGEN_TYPES)}")
     if kind == "range":
         numbers = _range_numbers(words)
     else:
@@ -171,7 +149,7 @@ def make_constraint(words: int, lang: str, rng: random.Random, kind: str | None 
         if kind == "about" and rng.random() < _COARSE_ABOUT_PROB:
             steps = (2000, *_STEPS)
         numbers = (_single_number(words, kind, steps),)
-    low, high = longen_interval(kind, numbers)
+    low, high = interval(kind, numbers)
     return {"type": kind, "constraint": constraint_text(kind, numbers, lang), "low": low, "high": high}
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_NGRAM",
     "FILTERS",
     "LANGUAGES",
+    "check_lang",
     "META_WORDS_EN",
     "META_WORDS_ZH",
     "TERMINAL_MARKS",
@@ -91,14 +92,17 @@ def detect_language(text: str) -> str:
     return "zh" if cjk >= 0.2 * non_space or cjk > latin_words else "en"
 
 
-def _resolve_lang(text: str, lang: str | None) -> str:
-    if lang is None:
-        return detect_language(text)
+def check_lang(lang: str | None, allow_none: bool = False) -> str | None:
+    """``lang`` if it is one of :data:`LANGUAGES` (or None where ``allow_none``), else ValueError."""
+    if lang is None and allow_none:
+        return None
     if lang not in LANGUAGES:
-        raise ValueError(
-            f"unknown language {lang!r}; valid: {', '.join(LANGUAGES)} or None"
-        )
+        raise ValueError(f"unknown language {lang!r}; valid: {', '.join(LANGUAGES)}{' or None' * allow_none}")
     return lang
+
+
+def _resolve_lang(text: str, lang: str | None) -> str:
+    return detect_language(text) if lang is None else check_lang(lang)
 
 
 # --------------------------------------------------------------------------- splitting
@@ -196,10 +200,10 @@ def ends_properly(text: str, lang: str | None = None) -> bool:
 DEFAULT_NGRAM = {"en": 10, "zh": 13}
 
 
-def _ngram_units(text: str, lang: str) -> list[str]:
-    # English: lower-cased whitespace tokens, punctuation kept as part of the token.
-    # Chinese: every non-whitespace character is its own unit, ASCII included.
-    if lang == "en":
+def ngram_units(text: str, lang: str | None = None) -> list[str]:
+    """The units n-grams are made of: lower-cased whitespace tokens, punctuation kept (en), or every
+    non-whitespace character, ASCII included (zh); ``lang`` None detects it."""
+    if _resolve_lang(text, lang) == "en":
         return text.lower().split()
     return [ch for ch in text if not ch.isspace()]
 
@@ -210,7 +214,7 @@ def _ngram_setup(text: str, lang: str | None, n: int | None) -> tuple[list[str],
         n = DEFAULT_NGRAM[lang]
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    return _ngram_units(text, lang), n
+    return ngram_units(text, lang), n
 
 
 def has_repeated_ngram(

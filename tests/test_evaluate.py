@@ -59,6 +59,19 @@ def test_eval_scores_a_longbench_write_file_and_resumes(run_copy, tmp_path, caps
     assert len(judged) == 2 and all(len(r["scores"]) == 6 for r in judged)
 
 
+def test_eval_on_ruler_follows_each_required_length(run_copy, tmp_path):
+    bench = _bench(tmp_path / "longwrite_ruler.jsonl", [
+        {"prompt": "Write a 1000-word essay on rivers.", "type": "Ruler", "length": 1000},
+        {"prompt": "Write a 2000-word essay on rivers.", "type": "Ruler", "length": 2000},
+    ])
+    assert main(["eval", "--run", "ev", "--runs-dir", str(run_copy.parent), "--benchmark", str(bench),
+                 "--max-new-tokens", "16"]) == 0
+    rows = list(csv.DictReader((run_copy / "bench" / "longwrite_ruler" / "ruler_by_length.csv").open()))
+    assert [(r["model"], r["required"]) for r in rows] == [
+        ("base", "1000"), ("base", "2000"), ("generator_iter_1", "1000"), ("generator_iter_1", "2000")]
+    assert all(int(r["n"]) == 1 and float(r["ratio"]) < 0.1 for r in rows)  # 16 tokens against 1,000+ words
+
+
 def test_eval_refuses_an_unknown_model_and_a_missing_run(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown model"):
         evaluate.model_names(1, ["generator_iter_3"])

@@ -5,11 +5,11 @@ from collections import Counter
 
 import pytest
 
+from sltk.constraints import LONGEN_TYPES
 from sltk.prompts import extension_prompt
 from sltk.records import write_jsonl
 from sltk.sft import (
     CONSTRAINT_SHARES,
-    CONSTRAINT_TYPES,
     constrained_query,
     extender_record,
     final_records,
@@ -117,7 +117,7 @@ def test_type_shares():
     rng = random.Random(0)
     n = 20000
     counts = Counter(make_constraint(3456, "en", rng)["type"] for _ in range(n))
-    assert set(counts) == set(CONSTRAINT_TYPES)
+    assert set(counts) == set(LONGEN_TYPES)
     assert CONSTRAINT_SHARES == {"about": 0.40, "range": 0.25, "above": 0.10, "below": 0.25}
     for kind, share in CONSTRAINT_SHARES.items():
         assert abs(counts[kind] / n - share) < 0.015, (kind, counts[kind] / n)
@@ -179,10 +179,10 @@ def test_every_constraint_is_satisfied_under_longen():
                 c = make_constraint(words, lang, rng)
                 check_constraint(c, words, lang)
                 draws[c["type"]] += 1
-    assert sum(draws.values()) >= 2000 and set(draws) == set(CONSTRAINT_TYPES)
+    assert sum(draws.values()) >= 2000 and set(draws) == set(LONGEN_TYPES)
 
 
-@pytest.mark.parametrize("kind", CONSTRAINT_TYPES)
+@pytest.mark.parametrize("kind", LONGEN_TYPES)
 def test_small_counts_never_give_zero(kind):
     rng = random.Random(9)
     for words in range(1, 400):
