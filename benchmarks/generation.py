@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 import sltk
-from sltk.backends import PREFILL_TOKENS, ChatRequest, HFBackend, Sampling
+from sltk.backends import PREFILL_TOKENS, HFBackend
+from sltk.chat import ChatRequest, Sampling
 from sltk.prompts import extension_prompt
 
 HERE = Path(__file__).resolve().parent

@@ -33,7 +33,8 @@ import torch
 
 import sltk
 from sltk import memory, models, records
-from sltk.backends import ChatRequest, HFBackend
+from sltk.backends import HFBackend
+from sltk.chat import ChatRequest
 
 HERE = Path(__file__).resolve().parent
 SEEDS = HERE.parent / "data" / "seed_en.jsonl"
@@ -79,7 +80,7 @@ def _add_structure(net, tok, targets: dict = STRUCTURE) -> dict:
     `targets` read it with the weight that gives each its sampling share under sltk's default
     sampling (temperature, top-k, top-p), found by bisection on the logits of a sample text.
     """
-    from sltk.backends import Sampling
+    from sltk.chat import Sampling
 
     layers = net.model.layers
     for layer in layers:

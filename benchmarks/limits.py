@@ -31,7 +31,8 @@ from generation import long_requests, machine, seed_requests
 
 import sltk
 from sltk import backends
-from sltk.backends import ChatRequest, HFBackend, Sampling
+from sltk.backends import HFBackend
+from sltk.chat import ChatRequest, Sampling
 
 HERE = Path(__file__).resolve().parent
 

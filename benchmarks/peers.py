@@ -37,7 +37,8 @@ import torch
 
 import sltk
 from sltk import embedded
-from sltk.backends import HFBackend, Sampling
+from sltk.backends import HFBackend
+from sltk.chat import Sampling
 from sltk.served import OpenAIBackend
 
 SLOTS = (1, 8, 16, 32)

@@ -23,14 +23,12 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from . import faults, progress
-from .chat import (  # noqa: F401  (the request types, importable from here as well)
+from .chat import (
     FINISH_REASONS,
-    STOP_STRINGS,
     ChatRequest,
     Completion,
     PromptError,
     Sampling,
-    derive_seed,
     first_tokens,
     render_prompt,
     request_seeds,

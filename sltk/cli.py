@@ -27,7 +27,8 @@ def _drafts(args) -> int:
     import pandas as pd
 
     from . import text
-    from .backends import ChatRequest, HFBackend, Sampling
+    from .backends import HFBackend
+    from .chat import ChatRequest, Sampling
     from .models import add_roles, load_base
     from .records import read_prompts
 
@@ -417,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge", action="store_true", help="LLM-as-judge quality with the run's base model (weak)")
     p.add_argument("--judge-tries", type=int, default=5, help="tries per item until the judge's reply parses")
     p.add_argument("--judge-max-new-tokens", type=int, default=1024)
-    p.add_argument("--judge-mode", choices=["sample", "choice"], default="sample",
+    p.add_argument("--judge-mode", choices=config_module.JUDGE_MODES, default="sample",
                    help="sample: the judge writes JSON scores; choice: each score is the most probable value "
                         "(forced choice, for a weak local judge)")
     p.add_argument("--seed", type=int, default=0)

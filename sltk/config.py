@@ -19,6 +19,11 @@ from .text import FILTERS, LANGUAGES
 DATA = Path(__file__).resolve().parent.parent / "data"
 
 
+# How a judge scores: "sample" (it writes its verdict or scores, as upstream) or "choice" (a forced
+# choice: the most probable of the allowed answers, for a judge too weak to write them).
+JUDGE_MODES = ("sample", "choice")
+
+
 @dataclass
 class QueryConfig:
     """Self-instruct query synthesis (METHOD 1.2.1)."""
@@ -350,7 +355,7 @@ RULES = tuple((k, lambda v: v >= 1, "at least 1") for k in AT_LEAST_ONE) + tuple
     ("sampling.top_k", lambda v: v >= 0, "0 (off) or more"),
     ("sampling.repetition_penalty", lambda v: v > 0, "above 0 (1 is off)"),
     ("sampling.loop_tokens", lambda v: v >= 0, "0 (off) or more"),
-    ("queries.judge_mode", lambda v: v in ("sample", "choice"), "'sample' or 'choice'"),
+    ("queries.judge_mode", lambda v: v in JUDGE_MODES, " or ".join(map(repr, JUDGE_MODES))),
     ("queries.near_duplicate", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("drafts.max_new_tokens", _positive, "null or at least 1"),
     ("extend.min_growth", lambda v: v >= 1, "at least 1 (an extension must be longer than its draft)"),

@@ -14,6 +14,7 @@ import pandas as pd
 
 from . import degradation, eval_sets, judge, records, scoring, text
 from .chat import Sampling
+from .config import JUDGE_MODES
 from .judge import JUDGE_SAMPLING
 
 # LongWriter's evaluation sampling (METHOD 2.2); the token cap is the caller's.
@@ -65,8 +66,8 @@ def generate(pipeline, names: list[str], items: list[dict], s: EvalSettings, fol
 def judged(pipeline, name: str, items: list[dict], outputs: list[dict], kind: str, out: Path,
            tries: int, max_new_tokens: int, mode: str = "sample") -> dict:
     """Judge scores of one model's outputs (the run's base model as judge), saved once to `out`."""
-    if mode not in ("sample", "choice"):
-        raise ValueError(f"judge mode {mode!r}: use 'sample' or 'choice'")
+    if mode not in JUDGE_MODES:
+        raise ValueError(f"judge mode {mode!r}: use {' or '.join(map(repr, JUDGE_MODES))}")
     if out.exists():
         rows = records.read_jsonl(out)
     else:

@@ -20,9 +20,8 @@ from pathlib import Path
 
 from . import records, text
 from .chat import ChatRequest, derive_seed
-from .models import check_adapter
+from .models import BASE, check_adapter
 
-BASE = "base"
 CONTROL = "control"  # an untrained adapter: the base's weights through the adapter path
 UNTRAINED = "untrained"
 

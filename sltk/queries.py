@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from . import prompts, records, text
 from .chat import ChatRequest, Sampling, derive_seed
-from .config import QueryConfig
+from .config import JUDGE_MODES, QueryConfig
 
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 
@@ -158,7 +158,7 @@ def judge(backend, queries: list[str], lang: str, sampling: Sampling | None = No
             if notes is not None:
                 notes["judge_mode"] = "sample (the server returned no log-probabilities)"
     elif mode != "sample":
-        raise ValueError(f"queries.judge_mode must be 'sample' or 'choice', got {mode!r}")
+        raise ValueError(f"queries.judge_mode must be {' or '.join(map(repr, JUDGE_MODES))}, got {mode!r}")
     settings = (sampling or Sampling()).with_(max_new_tokens=8, stop=(), loop_tokens=0)
     outs = backend.generate(reqs, settings, desc="judge")
     return [prompts.parse_yes_no(o.text, lang) for o in outs]

@@ -7,7 +7,7 @@ import pytest
 
 from sltk import agentwrite, prompts, text
 from sltk.agentwrite import AgentWrite, Step, parse_plan
-from sltk.backends import Completion
+from sltk.chat import Completion
 from sltk.config import AgentWriteConfig, Sampling, preset
 
 DATA = Path(__file__).parent / "data"

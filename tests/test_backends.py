@@ -5,16 +5,8 @@ import dataclasses
 import pytest
 import torch
 
-from sltk.backends import (
-    FINISH_REASONS,
-    ChatRequest,
-    HFBackend,
-    PromptError,
-    RepetitionGuard,
-    Sampling,
-    _prefill_groups,
-    render_prompt,
-)
+from sltk.backends import HFBackend, RepetitionGuard, _prefill_groups
+from sltk.chat import FINISH_REASONS, ChatRequest, PromptError, Sampling, render_prompt
 from sltk.models import add_roles, lora_config
 
 QUESTIONS = [

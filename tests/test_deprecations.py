@@ -5,7 +5,8 @@ import warnings
 
 from conftest import tiny_model
 
-from sltk.backends import ChatRequest, HFBackend, Sampling
+from sltk.backends import HFBackend
+from sltk.chat import ChatRequest, Sampling
 from sltk.models import add_roles, lora_config
 from sltk.train import TrainConfig, train_role
 

@@ -67,7 +67,7 @@ class Recorder:
         self.batches = []
 
     def generate(self, reqs, sampling, desc=""):
-        from sltk.backends import Completion
+        from sltk.chat import Completion
 
         self.batches.append([(r.role, r.id, r.seed) for r in reqs])
         return [Completion(f"{r.role} {r.id}.", 2, "stop", 1, r.id) for r in reqs]

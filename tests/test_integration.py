@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from sltk.backends import ChatRequest, HFBackend, Sampling
+from sltk.backends import HFBackend
+from sltk.chat import ChatRequest, Sampling
 from sltk.models import add_roles, is_4bit, load_base, load_roles, lora_config, save_roles
 from sltk.text import count_words
 

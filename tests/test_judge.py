@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from sltk.backends import ChatRequest, Completion, HFBackend, render_prompt
+from sltk.backends import HFBackend
+from sltk.chat import ChatRequest, Completion, render_prompt
 from sltk.judge import JUDGE_SAMPLING, KINDS, ParseError, judge, judge_choice, judge_prompt, parse_scores
 from sltk.scoring import LBW_DIMENSIONS, LONGEN_CRITERIA, lbw_quality
 

@@ -1,6 +1,6 @@
 """The two-stage extension on a scripted backend: what each stage is given and what is accepted."""
 
-from sltk.backends import Completion, Sampling
+from sltk.chat import Completion, Sampling
 from sltk.config import ExtendConfig
 from sltk.lengthen import extension_round
 

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from sltk import preference, records
-from sltk.backends import Completion
+from sltk.chat import Completion
 
 ITEMS = [{"id": "p0", "query": "Write about rivers.", "lang": "en", "required": 30},
          {"id": "p1", "query": "Write about hills.", "lang": "en", "required": 30}]

@@ -76,7 +76,7 @@ def test_forced_choice_judge_answers_every_query_and_matches_the_scores(tiny):
     verdicts = judge(backend, qs, "en", mode="choice")
     assert all(v in (True, False) for v in verdicts)  # a forced choice is never unclear
     from sltk import prompts
-    from sltk.backends import ChatRequest
+    from sltk.chat import ChatRequest
 
     scores = backend.choice_logprobs([ChatRequest(prompts.judge_messages(q, "en")) for q in qs], JUDGE_OPTIONS["en"])
     assert verdicts == [s["yes"] > s["no"] for s in scores]

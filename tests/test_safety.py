@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sltk.backends import ChatRequest, Sampling
+from sltk.chat import ChatRequest, Sampling
 from sltk.config import Config, preset
 from sltk.models import ModelError, check_adapter, load_base
 from sltk.served import OpenAIBackend, ServerError

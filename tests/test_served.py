@@ -6,7 +6,7 @@ import time
 import pytest
 from servers import Server, Stub, free_port
 
-from sltk.backends import ChatRequest, PromptError, Sampling
+from sltk.chat import ChatRequest, PromptError, Sampling
 from sltk.models import ModelError
 from sltk.served import OpenAIBackend, RequestRejected, ServerError, cut_at_stops
 

@@ -12,7 +12,7 @@ import pytest
 from servers import Stub
 
 from sltk import serving
-from sltk.backends import ChatRequest
+from sltk.chat import ChatRequest
 from sltk.cli import main
 from sltk.config import ConfigError, preset
 from sltk.pipeline import Pipeline

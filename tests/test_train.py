@@ -7,7 +7,8 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from sltk.backends import ChatRequest, HFBackend, Sampling
+from sltk.backends import HFBackend
+from sltk.chat import ChatRequest, Sampling
 from sltk.models import LoadedModel, add_roles, load_base, load_roles, lora_config
 from sltk.train import (
     IGNORE,
