@@ -62,7 +62,7 @@ def _row(tokens: int, seconds: float, first: float | None, answered: int, of: in
     return {**row, **extra}
 
 
-def _timed(generate) -> tuple[list, float, float | None]:
+def _with_first_answer_time(generate) -> tuple[list, float, float | None]:
     """Runs `generate(on_result)`; returns its completions, the wall time and the time of the first answer."""
     start, first = time.perf_counter(), []
 
@@ -201,7 +201,7 @@ def served_peer(server: _Server, model: str, requests, tokens: int, concurrency:
     backend = OpenAIBackend(server.url, model, concurrency=concurrency, retries=0, timeout=3600, tokenizer=tokenizer,
                             show_progress=False, extra_body=extra_body)
     asked = requests[:subset] if subset else requests
-    out, seconds, first = _timed(lambda cb: backend.generate(asked, _sampling(tokens), seed=0, on_result=cb))
+    out, seconds, first = _with_first_answer_time(lambda cb: backend.generate(asked, _sampling(tokens), seed=0, on_result=cb))
     return _row(sum(c.tokens for c in out), seconds, first, len(out), len(requests))
 
 

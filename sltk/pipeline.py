@@ -190,8 +190,9 @@ class Pipeline:
         self._adapters_of = k
 
     @staticmethod
-    def adapter_for(k: int, name: str) -> str | None:
-        """In iteration 1 both roles are the plain base model; later, the previous iteration's adapter."""
+    def role_of(k: int, name: str) -> str | None:
+        """The role (adapter) that plays `name` in iteration k: the plain base model (None) in iteration 1,
+        later the previous iteration's adapter of that name."""
         return name if k > 1 else None
 
     # -- the loop -----------------------------------------------------------------------------
@@ -322,7 +323,7 @@ class Pipeline:
                      for r in qs for j in range(self.config.drafts.per_query)]
             if k > 1:
                 self.use_roles(k - 1)
-            role = self.adapter_for(k, "generator")
+            role = self.role_of(k, "generator")
             return self._retrying(items, self.iteration_dir(k) / "drafts.jsonl", self.config.drafts.max_tries,
                                   lambda chunk: lengthen.draft_round(self.backend, chunk, role, self.draft_sampling,
                                                                      self.config.filters))
@@ -396,7 +397,7 @@ class Pipeline:
 
             def attempt(chunk):
                 return lengthen.extension_round(self.backend, [{**it, "text": it["draft"]} for it in chunk],
-                                                self.adapter_for(k, "extender"), e, self.config.sampling,
+                                                self.role_of(k, "extender"), e, self.config.sampling,
                                                 self.config.filters, trace=e.keep_trace)
             info = self._retrying(items, self.iteration_dir(k) / "extended.jsonl", e.max_tries, attempt)
             return {**info, "drafts_ok": len(drafts), "drafts_kept": len(kept)}
@@ -417,7 +418,7 @@ class Pipeline:
             return None
         self.use_roles(k - 1)
         item = {**ext[0], "text": ext[0]["draft"], "seed": derive_seed(self.config.seed, "walkthrough", k)}
-        shown = lengthen.extension_round(self.backend, [item], self.adapter_for(k, "extender"), self.config.extend,
+        shown = lengthen.extension_round(self.backend, [item], self.role_of(k, "extender"), self.config.extend,
                                          self.config.sampling, self.config.filters, trace=True)[0]
         return {**shown, "draft": ext[0]["draft"]}
 

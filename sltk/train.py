@@ -255,7 +255,7 @@ def _batch_loss(model, batch: dict, num_targets: int | None, trim: bool, loss: s
 
 
 @torch.inference_mode()
-def evaluate(loaded: LoadedModel, role: str | None, records, max_seq_len: int = 16384, batch_size: int = 1) -> float:
+def eval_loss(loaded: LoadedModel, role: str | None, records, max_seq_len: int = 16384, batch_size: int = 1) -> float:
     """Token-level mean loss of a role (or the base, for None) on chat records."""
     examples, _ = encode_records(loaded.tokenizer, records, max_seq_len)
     if not examples:

@@ -23,7 +23,7 @@ from sltk.train import (
     encode_record,
     encode_records,
     epoch_order,
-    evaluate,
+    eval_loss,
     is_checkpointing,
     make_batches,
     role_parameters,
@@ -190,7 +190,7 @@ def test_loss_from_trimmed_logits_matches_the_full_forward(tiny, tokenizer):
     with torch.no_grad():
         logits = tiny.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     full = token_mean_loss(logits, batch["labels"]).item()
-    assert evaluate(tiny, None, RECORDS[:3], batch_size=3) == pytest.approx(full, rel=1e-5)
+    assert eval_loss(tiny, None, RECORDS[:3], batch_size=3) == pytest.approx(full, rel=1e-5)
 
 
 def test_batches_group_similar_lengths():
@@ -211,14 +211,14 @@ def test_training_learns_and_touches_only_its_role(tokenizer, tmp_path):
     model = loaded.model
     before = snapshot(model)
     grads_before = {n: p.requires_grad for n, p in model.named_parameters()}
-    loss_before = evaluate(loaded, "extender", RECORDS)
+    loss_before = eval_loss(loaded, "extender", RECORDS)
     config = TrainConfig(epochs=4, lr=1e-2, gradient_checkpointing=True, log_every=0)
     stats = train_role(loaded, "extender", RECORDS, tmp_path / "extender", config, progress=False)
 
     assert stats["steps"] == 24 and len(stats["losses"]) == 24 and stats["complete"]
     assert all(math.isfinite(x) for x in stats["losses"])
     assert stats["final_loss"] < 0.5 * stats["losses"][0]
-    assert evaluate(loaded, "extender", RECORDS) < 0.5 * loss_before
+    assert eval_loss(loaded, "extender", RECORDS) < 0.5 * loss_before
     assert stats["target_tokens"] == 4 * sum(e.targets for e in encode_records(tokenizer, RECORDS, 16384)[0])
 
     trained = set(role_parameters(model, "extender"))
@@ -288,7 +288,7 @@ def test_saved_adapter_loads_and_generates_the_same(tokenizer, tmp_path):
     via_roles = load_roles(learnable_tiny(tokenizer), out.parent, roles=["generator"])
     again = HFBackend(via_roles, show_progress=False).generate(requests, GREEDY)
     assert [c.text for c in again] == trained
-    assert evaluate(via_roles, "generator", RECORDS) == pytest.approx(evaluate(loaded, "generator", RECORDS))
+    assert eval_loss(via_roles, "generator", RECORDS) == pytest.approx(eval_loss(loaded, "generator", RECORDS))
 
     plain = learnable_tiny(tokenizer)
     peft_model = PeftModel.from_pretrained(plain.model, str(out))
