@@ -232,7 +232,7 @@ class Config:
     seeds: tuple[str, ...] = (str(DATA / "seed_en.jsonl"), str(DATA / "seed_zh.jsonl"))
     held_out: tuple[str, ...] = (str(DATA / "eval_en.jsonl"),)
     batch_size: int = 32
-    filters: tuple[str, ...] = ("ending", "repetition", "meta")  # applied to drafts and extensions
+    filters: tuple[str, ...] = FILTERS  # applied to drafts and extensions
     chunk: int = 128  # work items per generation call; a killed run redoes at most one chunk
     sampling: Sampling = field(default_factory=Sampling)
     queries: QueryConfig = field(default_factory=QueryConfig)

@@ -13,12 +13,9 @@ from pathlib import Path
 import pandas as pd
 
 from . import degradation, eval_sets, judge, records, scoring, text
-from .chat import Sampling
 from .config import JUDGE_MODES
-from .judge import JUDGE_SAMPLING
+from .judge import EVAL_SAMPLING, JUDGE_SAMPLING
 
-# LongWriter's evaluation sampling (METHOD 2.2); the token cap is the caller's.
-EVAL_SAMPLING = Sampling(temperature=0.5, top_p=0.8, top_k=50, repetition_penalty=1.0)
 
 
 @dataclass

@@ -44,9 +44,10 @@ KINDS = {
     "longen": Rubric(LONGEN_CRITERIA, 1, 10),
 }
 
-# No stop strings: the analysis may contain "---" or blank lines before the JSON.
-JUDGE_SAMPLING = Sampling(temperature=0.5, top_p=0.8, top_k=50, repetition_penalty=1.0, max_new_tokens=1024,
-                          stop=())
+# LongWriter's evaluation sampling (METHOD 2.2), for the answers it scores; the token cap is the caller's.
+EVAL_SAMPLING = Sampling(temperature=0.5, top_p=0.8, top_k=50, repetition_penalty=1.0)
+# The judge samples alike. No stop strings: the analysis may contain "---" or blank lines before the JSON.
+JUDGE_SAMPLING = EVAL_SAMPLING.with_(max_new_tokens=1024, stop=())
 
 _LBW_PROMPT = """You are a strict expert reviewer of long-form writing. Rate the response below to the \
 user's writing request on six dimensions, each an integer from 1 (very poor) to 5 (excellent):
