@@ -201,7 +201,8 @@ def served_peer(server: _Server, model: str, requests, tokens: int, concurrency:
     backend = OpenAIBackend(server.url, model, concurrency=concurrency, retries=0, timeout=3600, tokenizer=tokenizer,
                             show_progress=False, extra_body=extra_body)
     asked = requests[:subset] if subset else requests
-    out, seconds, first = _with_first_answer_time(lambda cb: backend.generate(asked, _sampling(tokens), seed=0, on_result=cb))
+    out, seconds, first = _with_first_answer_time(
+        lambda cb: backend.generate(asked, _sampling(tokens), seed=0, on_result=cb))
     return _row(sum(c.tokens for c in out), seconds, first, len(out), len(requests))
 
 

@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_repair)
 
     p = sub.add_parser("eval", help="evaluate a run's base model and Generators on a benchmark file")
-    p.add_argument("--run", default="demo", help="run name: the folder under --runs-dir")
+    p.add_argument("--name", "--run", dest="run", default="demo", help="run name: the folder under --runs-dir")
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--benchmark", required=True,
                    help="a benchmark file (longbench_write[_en].jsonl, longwrite_ruler.jsonl, LonGen.jsonl) or its "

@@ -17,7 +17,6 @@ from .config import JUDGE_MODES
 from .judge import EVAL_SAMPLING, JUDGE_SAMPLING
 
 
-
 @dataclass
 class EvalSettings:
     benchmark: str  # a path, or a name found under $SLTK_EVAL_SETS

@@ -112,7 +112,7 @@ def synthesize_round(
             survivors.append((q, seed))
     queries = [q for q, _ in survivors]
     judge_seeds = [derive_seed(s, "judge") for _, s in survivors]
-    verdicts = (judge(backend, queries, lang, sampling, judge_seeds, mode=cfg.judge_mode, notes=stats) if cfg.judge
+    verdicts = (suitable(backend, queries, lang, sampling, judge_seeds, mode=cfg.judge_mode, notes=stats) if cfg.judge
                 else [True] * len(queries))
     accepted = []
     for (q, _), verdict in zip(survivors, verdicts):
@@ -134,8 +134,8 @@ JUDGE_OPTIONS = {
 }
 
 
-def judge(backend, queries: list[str], lang: str, sampling: Sampling | None = None,
-          seeds: list[int] | None = None, mode: str = "sample", notes: dict | None = None) -> list[bool | None]:
+def suitable(backend, queries: list[str], lang: str, sampling: Sampling | None = None,
+             seeds: list[int] | None = None, mode: str = "sample", notes: dict | None = None) -> list[bool | None]:
     """The base model's yes/no verdict on each query's suitability for a long text (None: unclear).
 
     mode "sample" (upstream): the answer is sampled with the loop's settings and read as yes, no

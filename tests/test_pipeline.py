@@ -30,7 +30,8 @@ def test_agentwrite_writes_from_the_queries_every_iteration_made(tmp_path):
     p = Pipeline(preset("smoke", iterations=2), tmp_path / "r")
     assert [r["id"] for r in p.agentwrite_prompts()][:1] == [read_jsonl(p.config.seeds[0])[0]["id"]]  # no run yet
     for k in (1, 2):
-        append_jsonl(p.iteration_dir(k) / "queries.jsonl", [{"id": f"q{k}", "query": f"Write about {k}.", "lang": "en"}])
+        query = {"id": f"q{k}", "query": f"Write about {k}.", "lang": "en"}
+        append_jsonl(p.iteration_dir(k) / "queries.jsonl", [query])
     p.mark("iter_1/queries", records=1)
     assert [r["id"] for r in p.agentwrite_prompts()] == ["q1"]  # iteration 2's queries are not finished
     p.mark("iter_2/queries", records=1)

@@ -69,11 +69,11 @@ def test_length_selection_is_by_words_and_order_free():
 
 def test_forced_choice_judge_answers_every_query_and_matches_the_scores(tiny):
     from sltk.backends import HFBackend
-    from sltk.queries import JUDGE_OPTIONS, judge
+    from sltk.queries import JUDGE_OPTIONS, suitable
 
     backend = HFBackend(tiny, batch_size=4, show_progress=False)
     qs = ["Write a 3000-word history of the bicycle.", "What is 2+2?", "Tell a long saga of two families."]
-    verdicts = judge(backend, qs, "en", mode="choice")
+    verdicts = suitable(backend, qs, "en", mode="choice")
     assert all(v in (True, False) for v in verdicts)  # a forced choice is never unclear
     from sltk import prompts
     from sltk.chat import ChatRequest
@@ -81,4 +81,4 @@ def test_forced_choice_judge_answers_every_query_and_matches_the_scores(tiny):
     scores = backend.choice_logprobs([ChatRequest(prompts.judge_messages(q, "en")) for q in qs], JUDGE_OPTIONS["en"])
     assert verdicts == [s["yes"] > s["no"] for s in scores]
     with pytest.raises(ValueError, match="judge_mode"):
-        judge(backend, qs, "en", mode="vote")
+        suitable(backend, qs, "en", mode="vote")

@@ -204,7 +204,7 @@ def test_the_forced_choice_judge_falls_back_to_sampling_on_a_server_without_logp
 
     notes: dict = {}
     asked = ["Write an essay on the history of tea.", "Say hi."]
-    verdicts = queries.judge(backend(server), asked, "en", GREEDY, seeds=[1, 2], mode="choice", notes=notes)
+    verdicts = queries.suitable(backend(server), asked, "en", GREEDY, seeds=[1, 2], mode="choice", notes=notes)
     assert len(verdicts) == 2 and all(v in (True, False, None) for v in verdicts)
     assert notes["judge_mode"] == "sample (the server returned no log-probabilities)"
     assert "falls back to the sampled one" in caplog.text and "top_logprobs" in caplog.text
