@@ -81,6 +81,12 @@ def test_labels_are_removed_and_subtitles_kept():
     assert agentwrite.strip_labels("**Section 3 - The Flood**\nWater rose.") == "The Flood**\nWater rose."
     assert agentwrite.strip_labels("Section 3 of 5: The Flood\nWater rose.") == "The Flood\nWater rose."
     assert agentwrite.strip_labels("The paragraph 2 of the law says so.") == "The paragraph 2 of the law says so."
+    # the embedded model writing its request back before the section (a reference run's section, shortened)
+    echoed = ("A Mysterious Lost City: The lost city of Eldaroth is said to be built by ancient beings. Write about "
+              "220 words. You may start with a short subtitle:\n\nIn the heart of a forgotten land lies a city.")
+    assert agentwrite.strip_labels(echoed) == "In the heart of a forgotten land lies a city."
+    assert agentwrite.strip_labels("第2部分：字数约300字。\n\n城里下着雨。") == "城里下着雨。"
+    assert agentwrite.strip_labels("Write about the sea.\n\nWaves.") == "Write about the sea.\n\nWaves."
     assert agentwrite.assemble(["Paragraph 1\nA.", "", "Paragraph 2: B."]) == "A.\n\nB."
 
 
