@@ -230,7 +230,7 @@ def _agentwrite(args) -> int:
         raise RuntimeError(f"No AgentWrite text passed the filters ({folder / 'agentwrite' / 'texts.jsonl'}).")
     if args.no_train:
         return 0
-    adapter = folder / "agentwrite" / "adapters" / "generator"
+    adapter = pipeline.agentwrite_adapter
     info = pipeline.train_generator(data, adapter, "agentwrite/train_generator", config.agentwrite.train_epochs)
     print(f"Generator trained on {len(data)} AgentWrite texts: {info}")
     table = heldout.evaluate(pipeline, extra={"agentwrite": adapter})

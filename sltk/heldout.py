@@ -23,6 +23,7 @@ from .chat import ChatRequest, derive_seed
 from .models import BASE, check_adapter
 
 CONTROL = "control"  # an untrained adapter: the base's weights through the adapter path
+AGENTWRITE = "agentwrite"  # the Generator trained on the run's AgentWrite data, once there is one
 UNTRAINED = "untrained"
 
 
@@ -179,6 +180,8 @@ def evaluate(run, extra: dict[str, str | Path] | None = None, folder: str | Path
     from .analysis import markdown
 
     c = run.config
+    if AGENTWRITE not in (extra or {}) and (run.agentwrite_adapter / "adapter_config.json").exists():
+        extra = {**(extra or {}), AGENTWRITE: run.agentwrite_adapter}  # every table of the run shows it
     items = prompts_of(c)
     sampling = c.sampling.with_(max_new_tokens=c.eval.max_new_tokens)
     names = [BASE] + ([CONTROL] if c.eval.control else [])

@@ -522,6 +522,11 @@ class Pipeline:
 
 
     # -- AgentWrite ----------------------------------------------------------------------------
+    @property
+    def agentwrite_adapter(self) -> Path:
+        """Where the Generator trained on the run's AgentWrite data is saved."""
+        return self.folder / "agentwrite" / "adapters" / "generator"
+
     def agentwrite_prompts(self) -> list[dict]:
         """AgentWrite's prompts: `agentwrite.queries` if set, else the queries of every iteration the run
         has finished them for (the queries Self-Lengthen made its data from), else the seed files; the
