@@ -140,12 +140,6 @@ _SECTION_LABEL = re.compile(
 )
 
 
-# The section request's own words ("Write about 220 words. You may begin with a short subtitle."),
-# which a small model sometimes writes back before the section.
-_SECTION_ECHO = re.compile(r"\bwrite about \d+ words\b|\byou may (?:begin|start) with a short subtitle\b"
-                           r"|字数约\s*\d+\s*字|可以用一个简短的小标题开头", re.IGNORECASE)
-
-
 def strip_labels(section: str) -> str:
     """A section without a leading "Paragraph 3:" / "Section 3 -" label (a subtitle after it stays), and
     without a first paragraph that echoes the request's instruction."""
@@ -159,7 +153,7 @@ def strip_labels(section: str) -> str:
             break
         lines.pop(0)
     first, sep, rest = "\n".join(lines).strip().partition("\n\n")
-    return rest.strip() if sep and _SECTION_ECHO.search(first) else (first + sep + rest).strip()
+    return rest.strip() if sep and prompts.SECTION_ECHO.search(first) else (first + sep + rest).strip()
 
 
 def trim_to_sentence(section: str, lang: str = "en") -> str:

@@ -233,7 +233,7 @@ def _agentwrite(args) -> int:
     adapter = pipeline.agentwrite_adapter
     info = pipeline.train_generator(data, adapter, "agentwrite/train_generator", config.agentwrite.train_epochs)
     print(f"Generator trained on {len(data)} AgentWrite texts: {info}")
-    table = heldout.evaluate(pipeline, extra={"agentwrite": adapter})
+    table = heldout.evaluate(pipeline)  # with the AgentWrite Generator, now that the run has one
     print(f"\nHeld-out prompts ({folder / 'eval' / 'growth.csv'}), ratios to the base with 95% bootstrap intervals:")
     print(markdown(table))
     print(f"finished in {time.perf_counter() - start:.0f} s")

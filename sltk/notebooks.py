@@ -20,7 +20,8 @@ def plan(iterations: int, folder: Path = NOTEBOOKS, prefixes=LOOP) -> list[tuple
     """(notebook, parameters, name of the executed copy) in the order they run."""
     books = [b for b in sorted(folder.glob("[0-9][0-9]_*.ipynb")) if not prefixes or b.name.startswith(prefixes)]
     if not books:
-        raise FileNotFoundError(f"No numbered notebooks {' '.join(p + '*' for p in prefixes) or ''} in {folder}; "
+        wanted = "".join(f"{p}* " for p in prefixes)
+        raise FileNotFoundError(f"No numbered notebooks {wanted}in {folder}; "
                                 f"run from a checkout of the repository, naming notebooks 00 to 05.")
     out = []
     for book in books:

@@ -19,6 +19,7 @@ from .text import check_lang
 __all__ = [
     "OMITTED",
     "OUTLINE_PREFILL",
+    "SECTION_ECHO",
     "SELF_INSTRUCT_STOP",
     "extension_prompt",
     "judge_messages",
@@ -242,6 +243,9 @@ _SECTION_TASK = {
     "zh": ("现在只写第{k}部分（共{n}部分）：{point} 字数约{words}字。可以用一个简短的小标题开头。"
            "{repeat}{closing}只输出这一部分的正文。"),
 }
+# The task's own words, which a small model sometimes writes back before the section (agentwrite drops them).
+SECTION_ECHO = re.compile(r"\bwrite about \d+ words\b|\byou may (?:begin|start) with a short subtitle\b"
+                          r"|字数约\s*\d+\s*字|可以用一个简短的小标题开头", re.IGNORECASE)
 _SECTION_NO_REPEAT = {"en": "Do not repeat anything the text so far already says. ",
                       "zh": "不要重复已写内容中的任何话。"}
 _SECTION_NOTHING = {"en": "(nothing yet: this is the first section)", "zh": "（还没有：这是第一部分）"}
