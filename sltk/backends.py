@@ -14,6 +14,7 @@ import inspect
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -235,8 +236,14 @@ class HFBackend:
         sampling: Sampling | None = None,
         seed: int | None = 0,
         desc: str = "generate",
+        on_result: Callable[[int, Completion], None] | None = None,
     ) -> list[Completion]:
-        """Generate for every request; results come back in the order of `requests`."""
+        """Generate for every request; results come back in the order of `requests`.
+
+        `on_result(index, completion)` is called as each request finishes, so a caller can save each
+        answer at once: a kill then loses only the requests in flight, and one call over all the work
+        keeps the batch full until its end instead of draining it at the end of every chunk.
+        """
         sampling = sampling or Sampling()
         prompts = self._encode(requests)
         caps = [(r.max_new_tokens, r.min_new_tokens) for r in requests]
@@ -271,6 +278,8 @@ class HFBackend:
                                     elapsed = max(time.perf_counter() - started, 1e-9)
                                     bar.set_postfix_str(f"{total_tokens / elapsed:.1f} tok/s", refresh=False)
                                     bar.update(1)
+                                if on_result is not None:
+                                    on_result(row.index, results[row.index])
                         indices = []
                     except torch.cuda.OutOfMemoryError:
                         indices = [i for i in indices if results[i] is None]

@@ -58,26 +58,28 @@ def adapters_loaded(loaded, adapters: dict[str, str | Path | None], lora=None):
 
 
 def answer(backend, roles: dict[str, str | None], items: list[dict], files: dict[str, Path], sampling, seed: int,
-           tag: str, desc: str, chunk: int = 128) -> dict[str, list[dict]]:
+           tag: str, desc: str) -> dict[str, list[dict]]:
     """Answers of each model (name -> role, None for the base) to `items` ({"id", "query"}).
 
-    All models answer in one shared batch, chunk by chunk with every model's request for each prompt
-    in the same chunk, appended to `files[name]`; ids already there are skipped. The same seed per
-    item for every model. Returns {name: answers in item order}.
+    All models answer in one shared batch, each answer appended to `files[name]` as it finishes; ids
+    already there are skipped. The same seed per item for every model. Returns {name: answers in item
+    order}.
     """
     done = {m: {r["id"]: r for r in records.read_jsonl(p, repair_tail=True, fields=records.ANSWER_FIELDS)}
             if p.exists() else {} for m, p in files.items()}
-    # prompt by prompt, every model: each chunk holds all models' answers to the same prompts
     jobs = [(m, i) for i in items for m in files if i["id"] not in done[m]]
-    for part in records.chunks(jobs, chunk):
-        reqs = [ChatRequest([{"role": "user", "content": i["query"]}], role=roles[m], id=i["id"],
-                            seed=derive_seed(seed, tag, i["id"])) for m, i in part]
-        outs = backend.generate(reqs, sampling, desc=desc)
-        for m in dict.fromkeys(m for m, _ in part):
-            new = [{"id": o.id, "text": o.text, "tokens": o.tokens, "finish": o.finish_reason,
-                    "words": text.count_words(o.text)} for (j, _), o in zip(part, outs) if j == m]
-            records.append_jsonl(files[m], new)
-            done[m].update({r["id"]: r for r in new})
+    reqs = [ChatRequest([{"role": "user", "content": i["query"]}], role=roles[m], id=i["id"],
+                        seed=derive_seed(seed, tag, i["id"])) for m, i in jobs]
+
+    def save(index: int, o) -> None:
+        m = jobs[index][0]
+        new = {"id": o.id, "text": o.text, "tokens": o.tokens, "finish": o.finish_reason,
+               "words": text.count_words(o.text)}
+        records.append_jsonl(files[m], [new])
+        done[m][o.id] = new
+
+    if reqs:
+        backend.generate(reqs, sampling, desc=desc, on_result=save)
     return {m: [done[m][i["id"]] for i in items] for m in files}
 
 
@@ -164,7 +166,7 @@ def answer_models(run, items: list[dict], files: dict[str, Path], sampling, seed
     if not pending:
         return answer(run.backend, {m: None for m in files}, items, files, sampling, seed, tag, desc)
     with run.models(adapters) as roles:
-        return answer(run.backend, roles, items, files, sampling, seed, tag, desc, run.config.chunk)
+        return answer(run.backend, roles, items, files, sampling, seed, tag, desc)
 
 
 def prompts_of(config) -> list[dict]:

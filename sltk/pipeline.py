@@ -599,7 +599,7 @@ class Pipeline:
         sampling = c.sampling.with_(max_new_tokens=c.eval.max_new_tokens)
         with self.models({"dpo_policy": Path(adapter)}) as roles:
             samples = preference.sample(self.backend, items, roles["dpo_policy"], k, sampling, c.seed,
-                                        folder / "samples.jsonl", c.chunk)
+                                        folder / "samples.jsonl")
         quality = None
         if judge:
             path = folder / "judge_choice.jsonl"

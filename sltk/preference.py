@@ -43,19 +43,24 @@ def with_length(items: list[dict], lengths: list[int]) -> list[dict]:
 
 
 def sample(backend, items: list[dict], role: str | None, k: int, sampling, seed: int, path: Path,
-           chunk: int = 128, desc: str = "samples") -> dict[str, list[dict]]:
-    """k answers per prompt from `role`, appended chunk by chunk to `path` (one record per (prompt, j)); resumable."""
+           desc: str = "samples") -> dict[str, list[dict]]:
+    """k answers per prompt from `role`, each appended to `path` as it finishes (one record per
+    (prompt, j)); resumable."""
     done = {r["id"]: r for r in records.read_jsonl(path, repair_tail=True)} if path.exists() else {}
     records.append_jsonl(path, [])
     jobs = [(it, j) for it in items for j in range(k) if f"{it['id']}-k{j}" not in done]
-    for part in records.chunks(jobs, chunk):
-        reqs = [ChatRequest([{"role": "user", "content": it["query"]}], role=role, id=f"{it['id']}-k{j}",
-                            seed=derive_seed(seed, "preference", it["id"], j)) for it, j in part]
-        outs = backend.generate(reqs, sampling, desc=desc)
-        new = [{"id": o.id, "prompt_id": it["id"], "sample": j, "text": o.text, "tokens": o.tokens,
-                "finish": o.finish_reason} for (it, j), o in zip(part, outs)]
-        records.append_jsonl(path, new)
-        done.update({r["id"]: r for r in new})
+    reqs = [ChatRequest([{"role": "user", "content": it["query"]}], role=role, id=f"{it['id']}-k{j}",
+                        seed=derive_seed(seed, "preference", it["id"], j)) for it, j in jobs]
+
+    def save(index: int, o) -> None:
+        it, j = jobs[index]
+        new = {"id": o.id, "prompt_id": it["id"], "sample": j, "text": o.text, "tokens": o.tokens,
+               "finish": o.finish_reason}
+        records.append_jsonl(path, [new])
+        done[o.id] = new
+
+    if reqs:
+        backend.generate(reqs, sampling, desc=desc, on_result=save)
     return {it["id"]: [done[f"{it['id']}-k{j}"] for j in range(k)] for it in items}
 
 

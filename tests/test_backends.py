@@ -40,6 +40,16 @@ def test_results_keep_request_order_and_report_counts(tiny):
     assert backend.last_stats["tokens"] == sum(c.tokens for c in out)
 
 
+def test_each_result_is_handed_over_as_it_finishes(tiny):
+    """`on_result` sees every request once, shortest first, before the call returns all of them."""
+    caps = [30, 7, 19, 3, 24, 11, 16]
+    seen = []
+    out = HFBackend(tiny, batch_size=7, show_progress=False).generate(
+        requests(caps=caps), GREEDY, on_result=lambda i, c: seen.append((i, c)))
+    assert [i for i, _ in seen] == sorted(range(len(caps)), key=caps.__getitem__)
+    assert all(out[i] is c for i, c in seen)
+
+
 @pytest.mark.parametrize("batch_size", [2, 3, 7])
 def test_refilled_batches_match_one_at_a_time(tiny, batch_size):
     """Greedy decoding must not depend on which requests share the batch or when they joined."""

@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 
-from sltk import heldout
+from sltk import heldout, records
 
 
 def outputs(words: list[int], finish="stop"):
@@ -63,37 +63,50 @@ def test_the_table_needs_the_base():
 
 
 class Recorder:
-    def __init__(self):
-        self.batches = []
+    """Answers in reverse order, as a continuous batch finishes its requests out of order; with `fail_after`,
+    dies after that many answers, as a killed run would."""
 
-    def generate(self, reqs, sampling, desc=""):
+    def __init__(self, fail_after: int | None = None):
+        self.batches, self.fail_after = [], fail_after
+
+    def generate(self, reqs, sampling, desc="", on_result=None):
         from sltk.chat import Completion
 
         self.batches.append([(r.role, r.id, r.seed) for r in reqs])
-        return [Completion(f"{r.role} {r.id}.", 2, "stop", 1, r.id) for r in reqs]
+        outs = [Completion(f"{r.role} {r.id}.", 2, "stop", 1, r.id) for r in reqs]
+        for n, i in enumerate(reversed(range(len(reqs)))):
+            if n == self.fail_after:
+                raise KeyboardInterrupt
+            on_result(i, outs[i])
+        return outs
 
 
-def test_every_chunk_holds_every_model_for_its_prompts_with_the_same_seed(tmp_path):
+def test_one_call_for_every_model_each_answer_saved_as_it_finishes(tmp_path):
     items = [{"id": f"e{i}", "query": f"Q{i}"} for i in range(5)]
     roles = {"base": None, "control": "control", "g": "g"}
     files = {m: tmp_path / f"{m}.jsonl" for m in roles}
-    backend = Recorder()
-    out = heldout.answer(backend, roles, items, files, None, 0, "eval", "eval", chunk=6)
-    assert [len(b) for b in backend.batches] == [6, 6, 3]
-    for batch in backend.batches:
-        by_prompt = {}
-        for role, pid, seed in batch:
-            by_prompt.setdefault(pid, set()).add((role, seed))
-        for pairs in by_prompt.values():  # all three models, one seed
-            assert {r for r, _ in pairs} == {None, "control", "g"} and len({s for _, s in pairs}) == 1
-    assert [r["id"] for r in out["g"]] == [i["id"] for i in items]
+    dying = Recorder(fail_after=4)
+    with pytest.raises(KeyboardInterrupt):
+        heldout.answer(dying, roles, items, files, None, 0, "eval", "eval")
+    assert len(dying.batches) == 1 and len(dying.batches[0]) == 15
+    by_prompt = {}
+    for role, pid, seed in dying.batches[0]:
+        by_prompt.setdefault(pid, set()).add((role, seed))
+    for pairs in by_prompt.values():  # all three models, one seed
+        assert {r for r, _ in pairs} == {None, "control", "g"} and len({s for _, s in pairs}) == 1
+    assert sum(records.count(p) for p in files.values()) == 4  # the answers that finished are kept
     again = Recorder()
-    heldout.answer(again, roles, items, files, None, 0, "eval", "eval", chunk=6)
-    assert again.batches == []  # resumed: nothing left to answer
+    out = heldout.answer(again, roles, items, files, None, 0, "eval", "eval")
+    assert len(again.batches) == 1 and len(again.batches[0]) == 11  # only the rest is asked for
+    assert [r["id"] for r in out["g"]] == [i["id"] for i in items]
+    assert all(r["text"] == f"{role} {r['id']}." for m, role in roles.items() for r in out[m])
+    last = Recorder()
+    heldout.answer(last, roles, items, files, None, 0, "eval", "eval")
+    assert last.batches == []  # resumed: nothing left to answer
 
 
 def test_data_both_ways_counts_kept_texts_and_their_speed(tmp_path):
-    from sltk import analysis, records
+    from sltk import analysis
 
     (tmp_path / "iter_1").mkdir()
     (tmp_path / "agentwrite").mkdir()

@@ -54,9 +54,12 @@ class Echo:
     def __init__(self):
         self.calls = 0
 
-    def generate(self, reqs, sampling, desc=""):
+    def generate(self, reqs, sampling, desc="", on_result=None):
         self.calls += 1
-        return [Completion(f"answer {r.id} seed {r.seed}.", 4, "stop", 3, r.id) for r in reqs]
+        outs = [Completion(f"answer {r.id} seed {r.seed}.", 4, "stop", 3, r.id) for r in reqs]
+        for i in reversed(range(len(outs))):  # a continuous batch finishes out of order
+            on_result(i, outs[i])
+        return outs
 
 
 def test_sampling_resumes_by_prompt_and_sample(tmp_path):
@@ -65,7 +68,8 @@ def test_sampling_resumes_by_prompt_and_sample(tmp_path):
     backend = Echo()
     again = preference.sample(backend, ITEMS, None, 2, None, 0, path)
     assert backend.calls == 1 and again["p0"] == first["p0"]
-    assert [r["id"] for r in records.read_jsonl(path)] == ["p0-k0", "p0-k1", "p1-k0", "p1-k1"]
+    assert sorted(r["id"] for r in records.read_jsonl(path)) == ["p0-k0", "p0-k1", "p1-k0", "p1-k1"]
+    assert [r["id"] for r in again["p1"]] == ["p1-k0", "p1-k1"]
 
 
 def test_pairs_load_in_trl_dpo_trainer(tmp_path, tokenizer):
