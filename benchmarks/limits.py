@@ -213,7 +213,7 @@ def main() -> None:
     kv = None if args.kv == "float32" else args.kv
     kv_bytes = 4 if kv is None else 2
     shape = model_shape(loaded.model)
-    backend = HFBackend(loaded, batch_size=max(args.batches + [args.long[0]]), show_progress=False, kv_dtype=kv)
+    backend = HFBackend(loaded, batch_size=max(args.batches + [args.long[0]]), progress=False, kv_dtype=kv)
     short = seed_requests(max(args.batches))
     cases = [(f"decode, batch {b}", short[:b], args.tokens) for b in args.batches]
     if args.long[0]:

@@ -75,7 +75,7 @@ def _with_first_answer_time(generate) -> tuple[list, float, float | None]:
 
 
 def sltk_peer(loaded, requests, tokens: int, batch_size: int, **backend_args) -> dict:
-    backend = HFBackend(loaded, batch_size=batch_size, show_progress=False, **backend_args)
+    backend = HFBackend(loaded, batch_size=batch_size, progress=False, **backend_args)
     start = time.perf_counter()
     out = backend.generate(requests, _sampling(tokens), seed=0)  # (no per-answer hook: first answer not timed)
     return _row(sum(c.tokens for c in out), time.perf_counter() - start, None, len(out), len(requests))
@@ -199,7 +199,7 @@ class _Server:
 def served_peer(server: _Server, model: str, requests, tokens: int, concurrency: int, tokenizer,
                 extra_body: dict | None = None, subset: int | None = None) -> dict:
     backend = OpenAIBackend(server.url, model, concurrency=concurrency, retries=0, timeout=3600, tokenizer=tokenizer,
-                            show_progress=False, extra_body=extra_body)
+                            progress=False, extra_body=extra_body)
     asked = requests[:subset] if subset else requests
     out, seconds, first = _with_first_answer_time(
         lambda cb: backend.generate(asked, _sampling(tokens), seed=0, on_result=cb))

@@ -206,7 +206,7 @@ def _select(cache, mask, keep: torch.Tensor):
 class HFBackend:
     """In-process generation with a Hugging Face model (optionally with role adapters)."""
 
-    def __init__(self, loaded: LoadedModel, batch_size: int = 32, show_progress: bool = True,
+    def __init__(self, loaded: LoadedModel, batch_size: int = 32, progress: bool = True,
                  kv_dtype: str | torch.dtype | None = None, prefill_tokens: int = PREFILL_TOKENS):
         self.loaded = loaded
         self.prefill_tokens = prefill_tokens
@@ -216,7 +216,7 @@ class HFBackend:
         self.tokenizer = loaded.tokenizer
         self.batch_size = batch_size
         self.oom_halvings = 0  # times an out-of-memory error halved the batch (it stays halved)
-        self.show_progress = show_progress
+        self.progress = progress
         self.context = getattr(self.model.config, "max_position_embeddings", None) or 32768
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, (list, tuple)) else [eos]
@@ -262,7 +262,7 @@ class HFBackend:
             for i, role in enumerate(roles):
                 groups.setdefault(role, []).append(i)
         adapters = [ADAPTER_BASE if r == BASE else r for r in roles] if mixed else None
-        bar = progress.bar(len(requests), desc, enabled=self.show_progress)
+        bar = progress.bar(len(requests), desc, enabled=self.progress)
         try:
             for role, indices in groups.items():
                 while indices:
@@ -363,7 +363,7 @@ class HFBackend:
             raise ValueError(f"next_token_logprobs: requests {short} have fewer than {positions} prompt tokens.")
         out: list[torch.Tensor] = []
         pad = self.tokenizer.pad_token_id
-        bar = progress.bar(len(requests), desc, enabled=self.show_progress)
+        bar = progress.bar(len(requests), desc, enabled=self.progress)
         with torch.inference_mode():
             for start in range(0, len(prompts), self.batch_size):
                 chunk = prompts[start : start + self.batch_size]

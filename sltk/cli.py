@@ -101,14 +101,14 @@ def _demo(args) -> int:
 def _eval(args) -> int:
     from .analysis import markdown
     from .config import Config
-    from .evaluate import EvalSettings, run
+    from .evaluate import BenchmarkSettings, run
     from .pipeline import Pipeline
 
     folder = Path(args.runs_dir) / args.run
     if not (folder / "config.yaml").exists():
         raise FileNotFoundError(f"No run at {folder} (no config.yaml): start one with `sltk run --name {args.run}`.")
     pipeline = Pipeline(_where(Config.load(folder / "config.yaml"), args), folder)
-    settings = EvalSettings(benchmark=args.benchmark, subset=args.subset, max_length=args.max_length,
+    settings = BenchmarkSettings(benchmark=args.benchmark, subset=args.subset, max_length=args.max_length,
                             lang=args.lang, max_new_tokens=args.max_new_tokens, models=tuple(args.models or ()),
                             judge=args.judge, seed=args.seed, judge_tries=args.judge_tries,
                             judge_max_new_tokens=args.judge_max_new_tokens, judge_mode=args.judge_mode)

@@ -187,7 +187,8 @@ class AgentWriteConfig:
 
 @dataclass
 class EvalConfig:
-    """Held-out length check: base model vs each iteration's Generator."""
+    """The held-out evaluation of a run (`eval.*`): the base, the control arm and each Generator on
+    never-trained prompts (`sltk eval` on the benchmarks takes `evaluate.BenchmarkSettings`)."""
 
     prompts: int = 0  # 0 = all held-out prompts
     max_new_tokens: int = 2048

@@ -36,7 +36,7 @@ def cache_root() -> Path:
     return Path(base).expanduser() / "sltk"
 
 
-def checkpoint_dir() -> Path:
+def model_dir() -> Path:
     """Where the converted Hugging Face checkpoint lives."""
     return cache_root() / "models" / NAME
 
@@ -96,7 +96,7 @@ def convert(target: Path | None = None) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target = Path(target or checkpoint_dir())
+    target = Path(target or model_dir())
     source = gguf_path()
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -133,7 +133,7 @@ def ensure_checkpoint(force: bool = False) -> Path:
     An existing but incomplete folder raises EmbeddedModelError (it never gets silently
     overwritten); `force=True` converts again.
     """
-    folder = checkpoint_dir()
+    folder = model_dir()
     if force or not folder.exists():
         return convert(folder)
     check_checkpoint(folder)

@@ -18,7 +18,9 @@ from .judge import EVAL_SAMPLING, JUDGE_SAMPLING
 
 
 @dataclass
-class EvalSettings:
+class BenchmarkSettings:
+    """What `sltk eval` scores: which benchmark file, which items, which models, with or without the judge."""
+
     benchmark: str  # a path, or a name found under $SLTK_EVAL_SETS
     subset: int | None = None  # the first N items after the filters
     max_length: int | None = None  # LongBench-Write/Ruler: keep required lengths below this
@@ -34,7 +36,7 @@ class EvalSettings:
     judge_mode: str = "sample"
 
 
-def select(items: list[dict], s: EvalSettings) -> list[dict]:
+def select(items: list[dict], s: BenchmarkSettings) -> list[dict]:
     """The benchmark items to evaluate: language and length filters, then the first `subset`."""
     if s.lang:
         items = [i for i in items if i["lang"] == s.lang]
@@ -51,7 +53,8 @@ def model_names(iterations: int, wanted=()) -> list[str]:
     return [n for n in names if not wanted or n in wanted]
 
 
-def generate(pipeline, names: list[str], items: list[dict], s: EvalSettings, folder: Path) -> dict[str, list[dict]]:
+def generate(pipeline, names: list[str], items: list[dict], s: BenchmarkSettings,
+             folder: Path) -> dict[str, list[dict]]:
     """Each model's answers to the items, in `<folder>/<model>.jsonl` (one shared batch; finished ids reused)."""
     from .heldout import answer_models
 
@@ -65,7 +68,7 @@ def judged(pipeline, name: str, items: list[dict], outputs: list[dict], kind: st
     if mode not in JUDGE_MODES:
         raise ValueError(f"judge mode {mode!r}: use {' or '.join(map(repr, JUDGE_MODES))}")
     if out.exists():
-        rows = records.read_jsonl(out)
+        result = judge.JudgeResult(kind, records.read_jsonl(out))
     else:
         pipeline.use_roles(0)
         answered = [{**i, "text": o["text"]} for i, o in zip(items, outputs)]
@@ -74,10 +77,8 @@ def judged(pipeline, name: str, items: list[dict], outputs: list[dict], kind: st
         else:
             result = judge.judge(pipeline.backend, answered, kind,
                                  judge.JUDGE_SAMPLING.with_(max_new_tokens=max_new_tokens), retries=tries)
-        rows = result.rows
-        records.write_jsonl(out, rows)
-    parsed = {r["id"]: r["scores"] for r in rows if r["scores"] is not None}
-    return {"scores": parsed, "parse_rate": len(parsed) / len(rows) if rows else float("nan"), "mode": mode}
+        records.write_jsonl(out, result.rows)
+    return {"scores": result.scores, "parse_rate": result.parse_rate, "mode": mode}
 
 
 def score_row(bench: str, name: str, items: list[dict], outputs: list[dict], quality: dict | None) -> dict:
@@ -106,7 +107,7 @@ def score_row(bench: str, name: str, items: list[dict], outputs: list[dict], qua
     return row
 
 
-def run(pipeline, s: EvalSettings) -> pd.DataFrame:
+def run(pipeline, s: BenchmarkSettings) -> pd.DataFrame:
     """Generate, score and plot; write results.csv/.md and figures into `<run>/bench/<benchmark>/`."""
     from . import analysis, plots
 

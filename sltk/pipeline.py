@@ -119,7 +119,7 @@ class Pipeline:
                 from .backends import HFBackend
 
                 self._backend = HFBackend(self.loaded, batch_size=self.config.batch_size,
-                                          show_progress=self.progress, kv_dtype=self.config.kv_cache_dtype)
+                                          progress=self.progress, kv_dtype=self.config.kv_cache_dtype)
         return self._backend
 
     def use_roles(self, k: int) -> None:
@@ -339,7 +339,7 @@ class Pipeline:
         """Run `attempt` on chunks of items until each passes or runs out of tries.
 
         Each try of each item has its own seed (from the run seed, the item id and the try
-        number), so what an item gets does not depend on the chunk it landed in. A final outcome
+        number), so what an item gets does not depend on the chunk it landed in. A decided item
         (passed, or tries used up) goes to `path`; a failed try that will be retried goes to
         `<path>.tries.jsonl`, so a resumed run continues each item at the same try.
         """
@@ -360,7 +360,7 @@ class Pipeline:
             for chunk in records.chunks(pending, self.config.chunk):
                 seeded = [{**it, "seed": derive_seed(self.config.seed, it["id"], tries.get(it["id"], 0))}
                           for it in chunk]
-                final, failed_tries = [], []
+                decided, failed_tries = [], []
                 for it, out in zip(seeded, attempt(seeded)):
                     tries[it["id"]] = tries.get(it["id"], 0) + 1
                     failed = out.get("failed") or ([] if out.get("ok", True) else ["growth"])
@@ -368,13 +368,13 @@ class Pipeline:
                         rejected.setdefault(it["id"], {}).setdefault(f, 0)
                         rejected[it["id"]][f] += 1
                     if not failed or tries[it["id"]] >= max_tries:
-                        final.append({**it, **out, "ok": not failed, "tries": tries[it["id"]],
+                        decided.append({**it, **out, "ok": not failed, "tries": tries[it["id"]],
                                       "rejected": rejected.get(it["id"], {})})
                     else:
                         failed_tries.append({"id": it["id"], "try": tries[it["id"]], "failed": failed})
                         retry.append(it)
                 records.append_jsonl(log, failed_tries)
-                records.append_jsonl(path, final)
+                records.append_jsonl(path, decided)
             pending = [{k: v for k, v in it.items() if k != "seed"} for it in retry]
         return {"records": len(items)}
 
@@ -511,10 +511,10 @@ class Pipeline:
                     pool += records.read_jsonl(self.iteration_dir(j) / name)
             pool += records.read_jsonl(out / "harvest.jsonl")
             pool = sorted((r for r in pool if r["ok"]), key=lambda r: r["id"])  # not the order they were written in
-            final = sft.final_records(pool, c.final.min_words, c.final.max_words, _rng(c.seed, "final"))
-            records.write_jsonl(out / "dataset.jsonl", final)
-            sft.save_hf_dataset(final, out / "hf_dataset")
-            return {"pool": len(pool), "records": len(final)}
+            dataset_records = sft.final_records(pool, c.final.min_words, c.final.max_words, _rng(c.seed, "final"))
+            records.write_jsonl(out / "dataset.jsonl", dataset_records)
+            sft.save_hf_dataset(dataset_records, out / "hf_dataset")
+            return {"pool": len(pool), "records": len(dataset_records)}
 
         self.run_step("final/harvest", harvest, (out / "harvest.jsonl",))
         self.run_step("final/dataset", dataset, (out / "dataset.jsonl",))

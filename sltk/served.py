@@ -121,7 +121,7 @@ class OpenAIBackend:
         retries: int = 4,
         backoff: float = 1.0,
         tokenizer=None,
-        show_progress: bool = True,
+        progress: bool = True,
         extra_body: dict | None = None,
         context: int | None = None,
     ):
@@ -134,7 +134,7 @@ class OpenAIBackend:
         self.concurrency = max(1, int(concurrency))
         self.timeout, self.retries, self.backoff = timeout, max(0, int(retries)), backoff
         self._tokenizer = tokenizer
-        self.show_progress = show_progress
+        self.progress = progress
         self.extra_body = dict(extra_body or {})
         self.context = context
         self.send_extra_fields = True  # turned off once the server rejects top_k / repetition_penalty
@@ -252,7 +252,7 @@ class OpenAIBackend:
         seeds = request_seeds(requests, seed)
         results: list[Completion | None] = [None] * len(requests)
         started, tokens, error = time.perf_counter(), 0, None
-        bar = progress.bar(len(requests), desc, enabled=self.show_progress)
+        bar = progress.bar(len(requests), desc, enabled=self.progress)
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="sltk-served")
         try:
             # Prompts are rendered and answers read here: tokenizers are not shared with the threads.

@@ -47,7 +47,7 @@ def backend(config, progress: bool = True) -> OpenAIBackend:
     """The OpenAI-compatible backend of a run's `serve` settings, rendering prompts with the model's tokenizer."""
     s = config.serve
     return OpenAIBackend(s.base_url, base_on_server(config), concurrency=s.concurrency, timeout=s.timeout,
-                         retries=s.retries, tokenizer=resolve_model(config.model), show_progress=progress,
+                         retries=s.retries, tokenizer=resolve_model(config.model), progress=progress,
                          extra_body=s.extra_body, context=s.context)
 
 

@@ -234,7 +234,7 @@ def test_agentwrite_on_the_embedded_model(smol_fp32, tmp_path):
     from sltk.backends import HFBackend
 
     cfg = preset("smoke").agentwrite
-    backend = HFBackend(smol_fp32, batch_size=8, show_progress=False)
+    backend = HFBackend(smol_fp32, batch_size=8, progress=False)
     items = [{"id": "a", "query": "Write a guide to keeping bees in a city garden.", "lang": "en"},
              {"id": "b", "query": "Write a story about a lost letter that arrives fifty years late.", "lang": "en"}]
     stats = AgentWrite(backend, tmp_path, cfg, Sampling(max_new_tokens=96), progress=False).run(items)

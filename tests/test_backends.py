@@ -30,7 +30,7 @@ GREEDY = Sampling(temperature=0, max_new_tokens=24, stop=(), loop_tokens=0)
 
 
 def test_results_keep_request_order_and_report_counts(tiny):
-    backend = HFBackend(tiny, batch_size=3, show_progress=False)
+    backend = HFBackend(tiny, batch_size=3, progress=False)
     out = backend.generate(requests(), Sampling(max_new_tokens=16), seed=0)
     assert [c.id for c in out] == [f"q{i}" for i in range(len(QUESTIONS))]
     for c in out:
@@ -44,7 +44,7 @@ def test_each_result_is_handed_over_as_it_finishes(tiny):
     """`on_result` sees every request once, shortest first, before the call returns all of them."""
     caps = [30, 7, 19, 3, 24, 11, 16]
     seen = []
-    out = HFBackend(tiny, batch_size=7, show_progress=False).generate(
+    out = HFBackend(tiny, batch_size=7, progress=False).generate(
         requests(caps=caps), GREEDY, on_result=lambda i, c: seen.append((i, c)))
     assert [i for i, _ in seen] == sorted(range(len(caps)), key=caps.__getitem__)
     assert all(out[i] is c for i, c in seen)
@@ -54,8 +54,8 @@ def test_each_result_is_handed_over_as_it_finishes(tiny):
 def test_refilled_batches_match_one_at_a_time(tiny, batch_size):
     """Greedy decoding must not depend on which requests share the batch or when they joined."""
     caps = [30, 7, 19, 3, 24, 11, 16]  # rows leave at different steps, so new ones join mid-flight
-    sequential = HFBackend(tiny, batch_size=1, show_progress=False).generate(requests(caps=caps), GREEDY)
-    batched = HFBackend(tiny, batch_size=batch_size, show_progress=False).generate(requests(caps=caps), GREEDY)
+    sequential = HFBackend(tiny, batch_size=1, progress=False).generate(requests(caps=caps), GREEDY)
+    batched = HFBackend(tiny, batch_size=batch_size, progress=False).generate(requests(caps=caps), GREEDY)
     assert [c.tokens for c in sequential] == caps
     assert [c.text for c in batched] == [c.text for c in sequential]
     assert [c.tokens for c in batched] == [c.tokens for c in sequential]
@@ -64,8 +64,8 @@ def test_refilled_batches_match_one_at_a_time(tiny, batch_size):
 def test_prefill_in_groups_matches_one_padded_prefill(tiny):
     """Prompts prefilled a few at a time (a small token budget) decode exactly as in one padded batch."""
     caps = [30, 7, 19, 3, 24, 11, 16]
-    whole = HFBackend(tiny, batch_size=7, show_progress=False).generate(requests(caps=caps), GREEDY)
-    grouped = HFBackend(tiny, batch_size=7, show_progress=False, prefill_tokens=40)
+    whole = HFBackend(tiny, batch_size=7, progress=False).generate(requests(caps=caps), GREEDY)
+    grouped = HFBackend(tiny, batch_size=7, progress=False, prefill_tokens=40)
     lengths = [len(grouped.tokenizer(render_prompt(grouped.tokenizer, r))["input_ids"]) for r in requests()]
     assert len(_prefill_groups(lengths, 40)) > 2  # the budget does split the batch
     out = grouped.generate(requests(caps=caps), GREEDY)
@@ -85,17 +85,17 @@ def test_sampled_output_does_not_depend_on_batch_mates(tiny):
     """Each request samples from its own random stream, so batching and refills change nothing."""
     caps = [30, 7, 19, 3, 24, 11, 16]
     sampling = Sampling(max_new_tokens=30, temperature=1.0, top_k=50, top_p=0.95, loop_tokens=0, stop=())
-    one = HFBackend(tiny, batch_size=1, show_progress=False).generate(requests(caps=caps), sampling, seed=4)
-    many = HFBackend(tiny, batch_size=3, show_progress=False).generate(requests(caps=caps), sampling, seed=4)
+    one = HFBackend(tiny, batch_size=1, progress=False).generate(requests(caps=caps), sampling, seed=4)
+    many = HFBackend(tiny, batch_size=3, progress=False).generate(requests(caps=caps), sampling, seed=4)
     assert [c.text for c in many] == [c.text for c in one]
     own = [ChatRequest(r.messages, seed=99, max_new_tokens=12) for r in requests()[:2]]
-    a = HFBackend(tiny, show_progress=False).generate(own, sampling, seed=1)
-    b = HFBackend(tiny, show_progress=False).generate(own[::-1], sampling, seed=2)
+    a = HFBackend(tiny, progress=False).generate(own, sampling, seed=1)
+    b = HFBackend(tiny, progress=False).generate(own[::-1], sampling, seed=2)
     assert [c.text for c in a] == [c.text for c in b[::-1]]
 
 
 def test_same_seed_same_output_other_seed_differs(tiny):
-    backend = HFBackend(tiny, batch_size=4, show_progress=False)
+    backend = HFBackend(tiny, batch_size=4, progress=False)
     sampling = Sampling(max_new_tokens=20, temperature=1.0, top_p=0.95, top_k=50)
     a = backend.generate(requests(), sampling, seed=1)
     b = backend.generate(requests(), sampling, seed=1)
@@ -105,13 +105,13 @@ def test_same_seed_same_output_other_seed_differs(tiny):
 
 
 def test_token_cap_gives_length_finish(tiny):
-    out = HFBackend(tiny, batch_size=4, show_progress=False).generate(requests(), GREEDY.with_(max_new_tokens=5))
+    out = HFBackend(tiny, batch_size=4, progress=False).generate(requests(), GREEDY.with_(max_new_tokens=5))
     assert all(c.tokens <= 5 for c in out)
     assert any(c.finish_reason == "length" and c.tokens == 5 for c in out)
 
 
 def test_top_k_one_equals_greedy(tiny):
-    backend = HFBackend(tiny, batch_size=4, show_progress=False)
+    backend = HFBackend(tiny, batch_size=4, progress=False)
     greedy = backend.generate(requests(), GREEDY)
     top1 = backend.generate(requests(), GREEDY.with_(temperature=0.7, top_k=1), seed=5)
     assert [c.text for c in top1] == [c.text for c in greedy]
@@ -124,7 +124,7 @@ def test_prefill_is_appended_after_the_assistant_header(tokenizer):
 
 
 def test_prefill_changes_what_is_generated(tiny):
-    backend = HFBackend(tiny, batch_size=4, show_progress=False)
+    backend = HFBackend(tiny, batch_size=4, progress=False)
     plain = backend.generate(requests(), GREEDY)
     filled = backend.generate(requests(prefill="The answer, in short:"), GREEDY)
     assert [c.text for c in plain] != [c.text for c in filled]
@@ -132,7 +132,7 @@ def test_prefill_changes_what_is_generated(tiny):
 
 
 def test_stop_strings_cut_the_text(tiny, tokenizer):
-    backend = HFBackend(tiny, show_progress=False)
+    backend = HFBackend(tiny, progress=False)
     tokens = tokenizer("First part.\n\n\nSecond part --- third", add_special_tokens=False)["input_ids"]
     assert backend._text(tokens, ("---", "\n\n\n")) == "First part."
     assert backend._text(tokens, ("---",)) == "First part.\n\n\nSecond part "
@@ -145,7 +145,7 @@ def test_min_new_tokens_holds_off_the_end_token_and_stop_strings(tiny, tokenizer
     with torch.no_grad():  # make the end token the model's first choice everywhere
         tiny.model.lm_head.weight[tokenizer.eos_token_id] *= 0
         tiny.model.lm_head.weight[tokenizer.eos_token_id] += tiny.model.model.norm.weight * 50
-    backend = HFBackend(tiny, batch_size=3, show_progress=False)
+    backend = HFBackend(tiny, batch_size=3, progress=False)
     reqs = requests()[:3]
     assert [c.tokens for c in backend.generate(reqs, GREEDY)] == [0, 0, 0]
     for r, floor in zip(reqs, (5, 9, 0)):
@@ -163,7 +163,7 @@ def test_roles_per_request_use_their_adapter(tokenizer):
     from conftest import tiny_model
 
     loaded = add_roles(tiny_model(tokenizer), lora_config(r=4, alpha=64, init_lora_weights=False))
-    backend = HFBackend(loaded, batch_size=6, show_progress=False)
+    backend = HFBackend(loaded, batch_size=6, progress=False)
     mixed = requests(role="generator")[:3] + requests(role="extender")[:3] + requests()[:3]
     out = backend.generate(mixed, GREEDY)
     gen, ext, base = out[:3], out[3:6], out[6:]
@@ -183,7 +183,7 @@ def test_roles_per_request_use_their_adapter(tokenizer):
 
 
 def test_empty_and_malformed_requests_are_refused(tiny):
-    backend = HFBackend(tiny, show_progress=False)
+    backend = HFBackend(tiny, progress=False)
     with pytest.raises(PromptError, match="no messages"):
         backend.generate([ChatRequest([])])
     with pytest.raises(PromptError, match="empty user message"):
@@ -193,7 +193,7 @@ def test_empty_and_malformed_requests_are_refused(tiny):
 
 
 def test_over_long_prompt_is_refused_before_any_work(tiny):
-    backend = HFBackend(tiny, show_progress=False)  # the tiny model's context is 512 tokens
+    backend = HFBackend(tiny, progress=False)  # the tiny model's context is 512 tokens
     long = ChatRequest([{"role": "user", "content": "word " * 600}], id="long")
     with pytest.raises(PromptError, match="long.*context of 512"):
         backend.generate(requests() + [long])
@@ -201,7 +201,7 @@ def test_over_long_prompt_is_refused_before_any_work(tiny):
 
 def test_generation_is_capped_by_the_context(tiny):
     near = ChatRequest([{"role": "user", "content": "word " * 480}])
-    out = HFBackend(tiny, show_progress=False).generate([near], GREEDY.with_(max_new_tokens=400))
+    out = HFBackend(tiny, progress=False).generate([near], GREEDY.with_(max_new_tokens=400))
     assert out[0].prompt_tokens + out[0].tokens <= 512
     assert out[0].finish_reason == "length"
 
@@ -234,7 +234,7 @@ def test_sampling_is_a_frozen_copyable_value():
 
 
 def test_no_grad_state_leaks(tiny):
-    HFBackend(tiny, show_progress=False).generate(requests()[:2], GREEDY)
+    HFBackend(tiny, progress=False).generate(requests()[:2], GREEDY)
     assert torch.is_grad_enabled()
 
 
@@ -266,8 +266,8 @@ def test_bfloat16_kv_cache_under_a_float32_model(tiny):
     k, _ = layer.update(torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 8))
     assert k.dtype == torch.bfloat16
     reqs = requests()[:3]
-    full = HFBackend(tiny, batch_size=2, show_progress=False).generate(reqs, GREEDY.with_(max_new_tokens=12))
-    narrow = HFBackend(tiny, batch_size=2, show_progress=False, kv_dtype="bfloat16")
+    full = HFBackend(tiny, batch_size=2, progress=False).generate(reqs, GREEDY.with_(max_new_tokens=12))
+    narrow = HFBackend(tiny, batch_size=2, progress=False, kv_dtype="bfloat16")
     half = narrow.generate(reqs, GREEDY.with_(max_new_tokens=12))
     # same lengths and, for this small model, the same greedy tokens; the model keeps its attention afterwards
     assert [c.tokens for c in half] == [c.tokens for c in full]
@@ -278,7 +278,7 @@ def test_bfloat16_kv_cache_under_a_float32_model(tiny):
 
 
 def test_next_token_logprobs_match_unpadded_forward_passes(tiny):
-    backend = HFBackend(tiny, batch_size=3, show_progress=False)
+    backend = HFBackend(tiny, batch_size=3, progress=False)
     reqs = [ChatRequest([{"role": "user", "content": q}], prefill=p)
             for q, p in (("Rate it.", '{"score": 1'), ("A much longer question, padded on the left?", "Yes"))]
     got = backend.next_token_logprobs(reqs, 2)
@@ -293,7 +293,7 @@ def test_next_token_logprobs_match_unpadded_forward_passes(tiny):
 
 
 def test_choice_logprobs_is_a_forced_choice_from_one_forward_pass(tiny):
-    backend = HFBackend(tiny, batch_size=2, show_progress=False)
+    backend = HFBackend(tiny, batch_size=2, progress=False)
     reqs = [ChatRequest([{"role": "user", "content": q}]) for q in ("Is this long?", "Yes or no?", "Answer.")]
     scores = backend.choice_logprobs(reqs, {"yes": ["yes", "Yes"], "no": ["no"]})
     assert len(scores) == 3 and all(s["yes"] < 0 and s["no"] < 0 for s in scores)
@@ -307,7 +307,7 @@ def test_choice_logprobs_is_a_forced_choice_from_one_forward_pass(tiny):
 
 def test_out_of_memory_halves_the_batch_and_every_request_is_answered(tiny, caplog):
     """An injected out-of-memory error (as a GPU raises it) whenever more than one row decodes."""
-    want = [c.text for c in HFBackend(tiny, batch_size=1, show_progress=False).generate(requests(), GREEDY)]
+    want = [c.text for c in HFBackend(tiny, batch_size=1, progress=False).generate(requests(), GREEDY)]
     forward = tiny.model.forward
 
     def cramped(*args, **kwargs):
@@ -317,11 +317,11 @@ def test_out_of_memory_halves_the_batch_and_every_request_is_answered(tiny, capl
         return forward(*args, **kwargs)
 
     tiny.model.forward = cramped
-    backend = HFBackend(tiny, batch_size=8, show_progress=False)
+    backend = HFBackend(tiny, batch_size=8, progress=False)
     got = backend.generate(requests(), GREEDY)
     assert [c.text for c in got] == want and all(c.id == f"q{i}" for i, c in enumerate(got))
     assert backend.batch_size == 1 and backend.last_stats["oom_halvings"] == 2
     assert "halved to 3 and 7 requests go on" in caplog.text and "halved to 1 and 7 requests" in caplog.text
     tiny.model.forward = lambda *a, **k: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("injected"))
     with pytest.raises(torch.cuda.OutOfMemoryError, match="with a batch of 1: lower sampling.max_new_tokens"):
-        HFBackend(tiny, batch_size=2, show_progress=False).generate(requests()[:2], GREEDY)
+        HFBackend(tiny, batch_size=2, progress=False).generate(requests()[:2], GREEDY)

@@ -37,7 +37,7 @@ def test_generation_and_training_raise_no_deprecation(tokenizer, tmp_path):
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            backend = HFBackend(loaded, batch_size=2, show_progress=False)
+            backend = HFBackend(loaded, batch_size=2, progress=False)
             asks = [ChatRequest([{"role": "user", "content": q}], role=r, id=q)
                     for q, r in (("Hi", "generator"), ("Explain tides.", "extender"), ("Why?", None))]
             out = backend.generate(asks, Sampling(temperature=0.7, max_new_tokens=8, stop=()), seed=1)

@@ -50,7 +50,7 @@ def _copy_small(src, dst):
 
 def test_truncated_weights_are_reported_with_the_fix(embedded_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("SLTK_CACHE", str(tmp_path))
-    folder = embedded.checkpoint_dir()
+    folder = embedded.model_dir()
     _copy_small(embedded_dir, folder)
     embedded.check_checkpoint(folder)  # sizes match: accepted
     with open(folder / "model.safetensors", "r+b") as f:
@@ -61,7 +61,7 @@ def test_truncated_weights_are_reported_with_the_fix(embedded_dir, tmp_path, mon
 
 def test_interrupted_conversion_is_reported(embedded_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("SLTK_CACHE", str(tmp_path))
-    folder = embedded.checkpoint_dir()
+    folder = embedded.model_dir()
     _copy_small(embedded_dir, folder)
     (folder / embedded.MARKER).unlink()
     with pytest.raises(EmbeddedModelError, match="interrupted conversion.*sltk prepare --force"):

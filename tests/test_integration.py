@@ -45,7 +45,7 @@ def test_unquantised_model_is_plain_float_on_the_cpu(smol_bf16, smol_fp32, smol_
 def test_nf4_batch_with_roles_and_prefill():
     loaded = add_roles(load_base(quantization="nf4"))
     assert loaded.roles == ["extender", "generator"]
-    backend = HFBackend(loaded, batch_size=4, show_progress=False)
+    backend = HFBackend(loaded, batch_size=4, progress=False)
     reqs = [
         ask("Write a short poem about autumn.", role="generator"),
         ask("Describe a busy market.", role="extender"),
@@ -59,7 +59,7 @@ def test_nf4_batch_with_roles_and_prefill():
 
 
 def test_prefill_is_continued_not_restarted(smol_fp32):
-    backend = HFBackend(smol_fp32, batch_size=2, show_progress=False)
+    backend = HFBackend(smol_fp32, batch_size=2, progress=False)
     full = backend.generate([ask("Write a paragraph about the history of tea.")], GREEDY)[0].text
     words = full.split(" ")
     prefill = " ".join(words[:8])
@@ -77,7 +77,7 @@ def with_roles():
 
 
 def test_switching_the_role_changes_the_output(with_roles):
-    backend = HFBackend(with_roles, batch_size=3, show_progress=False)
+    backend = HFBackend(with_roles, batch_size=3, progress=False)
     q = "Explain why the sea is salty."
     base, gen, ext = backend.generate([ask(q), ask(q, "generator"), ask(q, "extender")], GREEDY)
     assert len({base.text, gen.text, ext.text}) == 3
@@ -86,7 +86,7 @@ def test_switching_the_role_changes_the_output(with_roles):
 
 
 def test_roles_save_and_reload_identically(with_roles, tmp_path):
-    backend = HFBackend(with_roles, batch_size=2, show_progress=False)
+    backend = HFBackend(with_roles, batch_size=2, progress=False)
     q = "Name three rivers and describe them."
     before = backend.generate([ask(q, "generator"), ask(q, "extender")], GREEDY)
     save_roles(with_roles, tmp_path)
@@ -94,7 +94,7 @@ def test_roles_save_and_reload_identically(with_roles, tmp_path):
         assert (tmp_path / role / "adapter_config.json").is_file()
         assert (tmp_path / role / "adapter_model.safetensors").is_file()
     fresh = load_roles(load_base(quantization=None), tmp_path)
-    after = HFBackend(fresh, batch_size=2, show_progress=False).generate(
+    after = HFBackend(fresh, batch_size=2, progress=False).generate(
         [ask(q, "generator"), ask(q, "extender")], GREEDY
     )
     assert [c.text for c in after] == [c.text for c in before]
@@ -111,7 +111,7 @@ def test_adapter_folder_loads_with_plain_peft(with_roles, tmp_path):
 
 def test_a_looping_request_no_longer_holds_the_batch(smol_fp32):
     """Greedy decoding of this prompt loops ("She loved to be brave and brave. ..."): the guard stops it."""
-    backend = HFBackend(smol_fp32, batch_size=3, show_progress=False)
+    backend = HFBackend(smol_fp32, batch_size=3, progress=False)
     reqs = [
         ask("Write a long story about a cat."),
         ask("What is the capital of France? Answer in one short sentence."),

@@ -270,7 +270,7 @@ def test_forced_choice_of_ten_refuses_tokenizers_it_cannot_read():
 
 
 def test_forced_choice_on_a_real_model(tiny):
-    result = judge_choice(HFBackend(tiny, batch_size=4, show_progress=False), ITEMS[:2], "longbench_write")
+    result = judge_choice(HFBackend(tiny, batch_size=4, progress=False), ITEMS[:2], "longbench_write")
     assert result.parse_rate == 1.0
     for row in result.rows:
         for key, probs in row["probabilities"].items():
@@ -279,7 +279,7 @@ def test_forced_choice_on_a_real_model(tiny):
 
 
 def test_forced_choice_of_ten_on_a_real_model_matches_a_direct_forward_pass(tiny):
-    backend = HFBackend(tiny, batch_size=3, show_progress=False)
+    backend = HFBackend(tiny, batch_size=3, progress=False)
     result = judge_choice(backend, ITEMS[:2], "longen")
     assert result.parse_rate == 1.0
     for row in result.rows:

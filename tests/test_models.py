@@ -45,7 +45,7 @@ def test_unknown_role_is_refused(tiny):
 
 def test_cache_root_follows_sltk_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("SLTK_CACHE", str(tmp_path))
-    assert embedded.checkpoint_dir() == tmp_path / "models" / embedded.NAME
+    assert embedded.model_dir() == tmp_path / "models" / embedded.NAME
     monkeypatch.delenv("SLTK_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert embedded.cache_root() == tmp_path / "xdg" / "sltk"

@@ -125,7 +125,8 @@ def test_notebooks_execute_top_to_bottom_on_the_smoke_preset(tmp_path, capsys):
         assert all(c.execution_count for c in nb.cells if c.cell_type == "code" and c.source.strip()), path.name
         said = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
                        if o.output_type == "stream")
-        warned = re.findall(r".*(?:Warning|WARNING|IProgress|deprecated).*", said)
+        # also a library's logged warnings that carry no such word (kernels: "Skipping publisher trust check")
+        warned = re.findall(r".*(?:Warning|WARNING|IProgress|deprecated|Hugging Face Hub|publisher trust).*", said)
         assert not warned, (path.name, warned[:5])
     manifest = json.loads((folder / "manifest.json").read_text())["steps"]
     assert {"iter_1/queries", "iter_2/train_extender", "eval/answers", "final/dataset", "agentwrite/data",

@@ -71,7 +71,7 @@ def test_forced_choice_judge_answers_every_query_and_matches_the_scores(tiny):
     from sltk.backends import HFBackend
     from sltk.queries import JUDGE_OPTIONS, suitable
 
-    backend = HFBackend(tiny, batch_size=4, show_progress=False)
+    backend = HFBackend(tiny, batch_size=4, progress=False)
     qs = ["Write a 3000-word history of the bicycle.", "What is 2+2?", "Tell a long saga of two families."]
     verdicts = suitable(backend, qs, "en", mode="choice")
     assert all(v in (True, False) for v in verdicts)  # a forced choice is never unclear

@@ -57,7 +57,7 @@ def test_no_shell_and_no_pickle_in_sltk():
 def test_the_api_key_is_never_shown(caplog):
     caplog.set_level(logging.DEBUG)
     backend = OpenAIBackend("http://127.0.0.1:9/v1", "m", api_key="sk-very-secret", retries=0, timeout=2,
-                            show_progress=False)
+                            progress=False)
     assert "sk-very-secret" not in repr(backend) and "sk-very-secret" not in str(vars(backend).get("api_key"))
     with pytest.raises(ServerError) as err:
         backend.generate([ChatRequest([{"role": "user", "content": "Hi"}])], Sampling(max_new_tokens=4))

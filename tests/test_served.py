@@ -26,7 +26,7 @@ def server(embedded_dir, tmp_path_factory):
 
 
 def backend(srv, **kw):
-    kw = {"tokenizer": srv.model, "concurrency": 2, "show_progress": False, "timeout": 60, **kw}
+    kw = {"tokenizer": srv.model, "concurrency": 2, "progress": False, "timeout": 60, **kw}
     return OpenAIBackend(srv.url, srv.model, **kw)
 
 
@@ -37,7 +37,7 @@ def test_cut_at_stops_takes_the_earliest():
 
 def test_closed_port_fails_after_retries_naming_the_url():
     url = f"http://127.0.0.1:{free_port()}/v1"
-    be = OpenAIBackend(url, "m", retries=2, backoff=0.05, timeout=2, show_progress=False)
+    be = OpenAIBackend(url, "m", retries=2, backoff=0.05, timeout=2, progress=False)
     started = time.monotonic()
     with pytest.raises(ServerError) as err:
         be.generate([ask("Hi")], GREEDY)
@@ -62,7 +62,7 @@ def test_a_server_that_answers_garbage_or_hangs_is_retried_then_named(answer, sa
 
     server = Stub(reply)
     try:
-        be = OpenAIBackend(server.url, "m", retries=1, backoff=0.05, timeout=0.5, show_progress=False)
+        be = OpenAIBackend(server.url, "m", retries=1, backoff=0.05, timeout=0.5, progress=False)
         with pytest.raises(ServerError, match=said) as err:
             be.generate([ask("Hi"), ask("Hello")], GREEDY)
         assert "of 2 requests finished first" in str(err.value)
@@ -71,7 +71,7 @@ def test_a_server_that_answers_garbage_or_hangs_is_retried_then_named(answer, sa
 
 
 def test_prefill_without_tokenizer_names_the_fix():
-    be = OpenAIBackend("http://127.0.0.1:9/v1", "m", show_progress=False)
+    be = OpenAIBackend("http://127.0.0.1:9/v1", "m", progress=False)
     with pytest.raises(ModelError, match="tokenizer="):
         be.generate([ask("Count.", prefill="1, 2,")], GREEDY)
     with pytest.raises(ModelError, match="roles="):
@@ -81,7 +81,7 @@ def test_prefill_without_tokenizer_names_the_fix():
 def test_context_rejects_a_prompt_that_leaves_no_room(tokenizer):
     with pytest.raises(ModelError, match="tokenizer="):
         OpenAIBackend("http://127.0.0.1:9/v1", "m", context=64)
-    be = OpenAIBackend("http://127.0.0.1:9/v1", "m", tokenizer=tokenizer, context=64, show_progress=False)
+    be = OpenAIBackend("http://127.0.0.1:9/v1", "m", tokenizer=tokenizer, context=64, progress=False)
     with pytest.raises(PromptError, match="context of 64"):
         be.generate([ask("word " * 80)], GREEDY)
 
@@ -145,7 +145,7 @@ def test_seeded_sampling_through_extra_body(server):
 
 @pytest.mark.integration
 def test_refused_request_fails_at_once_with_the_server_message(server):
-    be = OpenAIBackend(server.url, "no-such-model", retries=3, backoff=2, show_progress=False)
+    be = OpenAIBackend(server.url, "no-such-model", retries=3, backoff=2, progress=False)
     started = time.monotonic()
     with pytest.raises(RequestRejected, match="HTTP 400.*no-such-model"):
         be.generate([ask("Hi")], GREEDY)

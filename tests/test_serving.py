@@ -81,7 +81,7 @@ def test_the_command_line_moves_an_existing_run_to_a_server(tmp_path, monkeypatc
 
 def test_adapters_load_through_the_runtime_api_once_and_unload(stub, tmp_path):
     config = preset("smoke", name="demo", **{"serve.base_url": stub.url, "serve.backend": "openai"})
-    backend = OpenAIBackend(stub.url, "base", show_progress=False)
+    backend = OpenAIBackend(stub.url, "base", progress=False)
     adapters = serving.ServedAdapters(backend, config, tmp_path)
     folders = {"generator-iter1": tmp_path / "g", "extender-iter1": tmp_path / "e"}
     names = adapters.provide(folders)
@@ -103,7 +103,7 @@ def test_without_the_runtime_api_the_run_stops_naming_each_folder_and_name(tmp_p
         for mode in ("load", "manual"):
             config = preset("smoke", name="demo", **{"serve.base_url": server.url, "serve.backend": "openai",
                                                      "serve.adapters": mode})
-            adapters = serving.ServedAdapters(OpenAIBackend(server.url, "base", show_progress=False), config, tmp_path)
+            adapters = serving.ServedAdapters(OpenAIBackend(server.url, "base", progress=False), config, tmp_path)
             with pytest.raises(serving.AdaptersNeeded) as err:
                 adapters.provide({"generator-iter2": tmp_path / "iter_2" / "adapters" / "generator"})
             msg = str(err.value)
@@ -115,7 +115,7 @@ def test_without_the_runtime_api_the_run_stops_naming_each_folder_and_name(tmp_p
 
 
 def test_forced_choice_reads_the_first_tokens_top_logprobs(stub, tokenizer):
-    backend = OpenAIBackend(stub.url, "base", tokenizer=tokenizer, show_progress=False)
+    backend = OpenAIBackend(stub.url, "base", tokenizer=tokenizer, progress=False)
     req = ChatRequest([{"role": "user", "content": "Is this a good topic? Answer yes or no."}])
     [scores] = backend.choice_logprobs([req], {"yes": ["yes", "Yes"], "no": ["no", "No"], "maybe": ["maybe"]})
     assert scores["yes"] == pytest.approx(math.log(0.7)) and scores["no"] == pytest.approx(math.log(0.2))
@@ -130,11 +130,11 @@ def test_a_server_without_logprobs_is_said_so(tokenizer):
     req = ChatRequest([{"role": "user", "content": "Hi"}])
     try:
         for s in (server, refusing):
-            backend = OpenAIBackend(s.url, "m", tokenizer=tokenizer, show_progress=False)
+            backend = OpenAIBackend(s.url, "m", tokenizer=tokenizer, progress=False)
             with pytest.raises(LogprobsUnavailable, match="sampled judge"):
                 backend.choice_logprobs([req], {"y": ["yes"]})
         with pytest.raises(RequestRejected):  # another refusal stays what it is
-            OpenAIBackend(refusing.url, "m", show_progress=False).load_adapter("a", "/x")
+            OpenAIBackend(refusing.url, "m", progress=False).load_adapter("a", "/x")
     finally:
         server.close()
         refusing.close()
@@ -143,7 +143,7 @@ def test_a_server_without_logprobs_is_said_so(tokenizer):
 def test_sglangs_adapter_api_at_the_servers_root_is_tried_after_vllms(tmp_path):
     server = Stub(lambda m, p, b: (200, b"Success") if p == "/load_lora_adapter" else (404, b'{"detail": "no"}'))
     try:
-        assert OpenAIBackend(server.url, "base", show_progress=False).load_adapter("a", tmp_path)
+        assert OpenAIBackend(server.url, "base", progress=False).load_adapter("a", tmp_path)
         assert [p for _, p, _ in server.requests] == ["/v1/load_lora_adapter", "/load_lora_adapter"]
     finally:
         server.close()

@@ -280,13 +280,13 @@ def test_saved_adapter_loads_and_generates_the_same(tokenizer, tmp_path):
     assert {"adapter_config.json", "adapter_model.safetensors", MARKER} <= {p.name for p in out.iterdir()}
 
     requests = [ChatRequest(r["messages"][:-1], role="generator") for r in RECORDS[:3]]
-    trained = [c.text for c in HFBackend(loaded, show_progress=False).generate(requests, GREEDY)]
-    base = [c.text for c in HFBackend(loaded, show_progress=False).generate(
+    trained = [c.text for c in HFBackend(loaded, progress=False).generate(requests, GREEDY)]
+    base = [c.text for c in HFBackend(loaded, progress=False).generate(
         [ChatRequest(r.messages) for r in requests], GREEDY)]
     assert trained != base
 
     via_roles = load_roles(learnable_tiny(tokenizer), out.parent, roles=["generator"])
-    again = HFBackend(via_roles, show_progress=False).generate(requests, GREEDY)
+    again = HFBackend(via_roles, progress=False).generate(requests, GREEDY)
     assert [c.text for c in again] == trained
     assert eval_loss(via_roles, "generator", RECORDS) == pytest.approx(eval_loss(loaded, "generator", RECORDS))
 
@@ -294,7 +294,7 @@ def test_saved_adapter_loads_and_generates_the_same(tokenizer, tmp_path):
     peft_model = PeftModel.from_pretrained(plain.model, str(out))
     as_default = LoadedModel(peft_model, tokenizer, plain.source, None, torch.float32, "cpu")
     requests = [ChatRequest(r.messages, role="default") for r in requests]
-    assert [c.text for c in HFBackend(as_default, show_progress=False).generate(requests, GREEDY)] == trained
+    assert [c.text for c in HFBackend(as_default, progress=False).generate(requests, GREEDY)] == trained
 
 
 @pytest.mark.integration

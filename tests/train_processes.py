@@ -33,7 +33,7 @@ def model(tokenizer):
 if __name__ == "__main__":
     out, accum = Path(sys.argv[1]), int(sys.argv[2])
     stop = int(sys.argv[3]) if len(sys.argv) > 3 else None
-    tokenizer = AutoTokenizer.from_pretrained(embedded.checkpoint_dir())
+    tokenizer = AutoTokenizer.from_pretrained(embedded.model_dir())
     stats = train_role(model(tokenizer), "generator", RECORDS, out, config(accum), progress=False,
                        stop_after_steps=stop)
     rank = os.environ.get("RANK", "0")
