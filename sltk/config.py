@@ -234,7 +234,9 @@ class Config:
     held_out: tuple[str, ...] = (str(DATA / "eval_en.jsonl"),)
     batch_size: int = 32
     filters: tuple[str, ...] = FILTERS  # applied to drafts and extensions
-    chunk: int = 128  # work items per generation call; a killed run redoes at most one chunk
+    # work items per generation call of the loop's steps and AgentWrite; a killed run redoes at most one
+    # chunk (held-out answers and DPO samples are written one by one as they finish)
+    chunk: int = 128
     sampling: Sampling = field(default_factory=Sampling)
     queries: QueryConfig = field(default_factory=QueryConfig)
     drafts: DraftConfig = field(default_factory=DraftConfig)

@@ -236,6 +236,15 @@ def _top_linear_modules(model, n: int) -> list[str]:
     return [name for i in keep for name in found[i]]
 
 
+@contextlib.contextmanager
+def _peft_reads_deprecated_property():
+    """PEFT, wrapping a model, reads `is_gradient_checkpointing`, which transformers 5 marks deprecated:
+    a warning about PEFT's code, not the caller's."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def add_roles(loaded: LoadedModel, config=None, roles=ROLES) -> LoadedModel:
     """Attach fresh LoRA adapters named after the roles (Generator, Extender) to the base model."""
     from peft import PeftModel, get_peft_model
@@ -243,8 +252,7 @@ def add_roles(loaded: LoadedModel, config=None, roles=ROLES) -> LoadedModel:
     config = config or lora_config()
     net = loaded.model
     if not isinstance(net, PeftModel):
-        with warnings.catch_warnings():  # peft reads a property that transformers 5 marks deprecated
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        with _peft_reads_deprecated_property():
             net = get_peft_model(net, config, adapter_name=roles[0])
         roles = roles[1:]
     for role in roles:
@@ -295,7 +303,8 @@ def load_roles(loaded: LoadedModel, folder: str | os.PathLike, roles=ROLES, trai
                 _delete_adapter(net, role)
             net.load_adapter(str(folder / role), adapter_name=role, is_trainable=trainable)
         else:
-            net = PeftModel.from_pretrained(net, str(folder / role), adapter_name=role, is_trainable=trainable)
+            with _peft_reads_deprecated_property():
+                net = PeftModel.from_pretrained(net, str(folder / role), adapter_name=role, is_trainable=trainable)
     loaded.model = net
     return loaded
 

@@ -63,3 +63,16 @@ def test_replacing_the_roles_with_saved_ones_does_not_warn(tokenizer, tmp_path):
         load_roles(loaded, tmp_path / "adapters")
     assert [str(w.message) for w in caught] == []
     assert set(loaded.model.peft_config) == {"generator", "extender"}
+
+
+def test_loading_saved_roles_onto_a_plain_base_does_not_warn(tokenizer, tmp_path):
+    """The first role loaded wraps the plain model in PEFT, which reads a property transformers deprecates."""
+    from sltk.models import load_roles, save_roles
+
+    save_roles(add_roles(tiny_model(tokenizer), lora_config(r=4, alpha=8)), tmp_path / "adapters")
+    plain = tiny_model(tokenizer)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_roles(plain, tmp_path / "adapters")
+    assert _deprecations(caught, _Log()) == []
+    assert set(plain.model.peft_config) == {"generator", "extender"}
