@@ -241,8 +241,7 @@ class HFBackend:
         """Generate for every request; results come back in the order of `requests`.
 
         `on_result(index, completion)` is called as each request finishes, so a caller can save each
-        answer at once: a kill then loses only the requests in flight, and one call over all the work
-        keeps the batch full until its end instead of draining it at the end of every chunk.
+        answer at once: a kill then loses only the requests in flight.
         """
         sampling = sampling or Sampling()
         prompts = self._encode(requests)

@@ -109,9 +109,9 @@ def _eval(args) -> int:
         raise FileNotFoundError(f"No run at {folder} (no config.yaml): start one with `sltk run --name {args.run}`.")
     pipeline = Pipeline(_where(Config.load(folder / "config.yaml"), args), folder)
     settings = BenchmarkSettings(benchmark=args.benchmark, subset=args.subset, max_length=args.max_length,
-                            lang=args.lang, max_new_tokens=args.max_new_tokens, models=tuple(args.models or ()),
-                            judge=args.judge, seed=args.seed, judge_tries=args.judge_tries,
-                            judge_max_new_tokens=args.judge_max_new_tokens, judge_mode=args.judge_mode)
+                                 lang=args.lang, max_new_tokens=args.max_new_tokens, models=tuple(args.models or ()),
+                                 judge=args.judge, seed=args.seed, judge_tries=args.judge_tries,
+                                 judge_max_new_tokens=args.judge_max_new_tokens, judge_mode=args.judge_mode)
     table = run(pipeline, settings)
     print(markdown(table))
     print(f"Results, outputs and figures: {folder / 'bench'}")
