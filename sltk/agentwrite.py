@@ -140,9 +140,13 @@ _SECTION_LABEL = re.compile(
 )
 
 
+TALK_WORDS = 60  # a paragraph longer than this is the text itself, whatever phrase it contains
+
+
 def strip_labels(section: str) -> str:
-    """A section without a leading "Paragraph 3:" / "Section 3 -" label (a subtitle after it stays), and
-    without a first paragraph that echoes the request's instruction."""
+    """A section without a leading "Paragraph 3:" / "Section 3 -" label (a subtitle after it stays),
+    without a first paragraph that echoes the request's instruction, and without short paragraphs that
+    talk to the user instead of writing (`prompts.SECTION_TALK`)."""
     lines = section.strip().splitlines()
     while lines:
         rest = _SECTION_LABEL.sub("", lines[0], count=1)
@@ -153,7 +157,11 @@ def strip_labels(section: str) -> str:
             break
         lines.pop(0)
     first, sep, rest = "\n".join(lines).strip().partition("\n\n")
-    return rest.strip() if sep and prompts.SECTION_ECHO.search(first) else (first + sep + rest).strip()
+    body = rest.strip() if sep and prompts.SECTION_ECHO.search(first) else (first + sep + rest).strip()
+    paragraphs = re.split(r"\n[ \t]*\n", body)
+    kept = [p for p in paragraphs
+            if not (prompts.SECTION_TALK.search(p) and text.count_words(p) <= TALK_WORDS)]
+    return body if len(kept) == len(paragraphs) else "\n\n".join(p.strip() for p in kept if p.strip())
 
 
 def trim_to_sentence(section: str, lang: str = "en") -> str:
@@ -344,7 +352,8 @@ class AgentWrite:
                            seed=derive_seed(self.seed, "agentwrite-section", it["id"], k, tries))
 
     def _write(self, jobs: list[tuple[dict, int]], plans: dict, by_prompt: dict, desc: str) -> list[dict]:
-        """Write one chunk of (prompt, step) jobs, again while a section repeats (up to section_tries)."""
+        """Write one chunk of (prompt, step) jobs, again while a section repeats or comes back empty
+        (up to section_tries)."""
         cfg = self.cfg
         # the sections before each job's step (a section written again later sees only what came before it)
         so_far = [None if cfg.parallel else assemble([r["text"] for r in by_prompt[it["id"]] if r["step"] < k])
@@ -367,7 +376,7 @@ class AgentWrite:
                 results[i] = {"id": f"{it['id']}-s{k:02d}", "query_id": it["id"], "step": k, "text": body,
                               "raw_words": text.count_words(out.text), "tokens": out.tokens,
                               "finish": out.finish_reason, "tries": attempt + 1, "repeated": repeated, "cut": False}
-                if repeated and attempt < cfg.section_tries:
+                if (repeated or not body.strip()) and attempt < cfg.section_tries:
                     again.append(i)
             pending = again
         out_records = []

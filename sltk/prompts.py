@@ -20,6 +20,7 @@ __all__ = [
     "OMITTED",
     "OUTLINE_PREFILL",
     "SECTION_ECHO",
+    "SECTION_TALK",
     "SELF_INSTRUCT_STOP",
     "extension_prompt",
     "judge_messages",
@@ -246,6 +247,17 @@ _SECTION_TASK = {
 # The task's own words, which a small model sometimes writes back before the section (agentwrite drops them).
 SECTION_ECHO = re.compile(r"\bwrite about \d+ words\b|\byou may (?:begin|start) with a short subtitle\b"
                           r"|字数约\s*\d+\s*字|可以用一个简短的小标题开头", re.IGNORECASE)
+# What a chat model says to the user in place of, or around, a section ("This concludes the section. You can
+# now proceed to the next part.", "I'm ready to help ... Please share it now!"): agentwrite drops such short
+# paragraphs wherever they stand in a section.
+SECTION_TALK = re.compile(
+    r"\bconcludes? (?:the|this) (?:section|part)\b"
+    r"|\b(?:proceed|move on|go on|continue) (?:to|with)(?: writing)? (?:the )?next (?:section|part)\b"
+    r"|\bhere(?:'s|’s| is| are) (?:the |your )?(?:next|revised|final|continued|rewritten) (?:part|section|text|version|draft)\b"
+    r"|\bwhat(?:'s|’s| is) the next part\b|\bfinish your part\b|\bour conversation\b"
+    r"|\bi(?:'m|’m| am) (?:ready|happy|glad) to help\b|\bplease (?:share|provide)\b"
+    r"|\bdo not repeat (?:anything|any information)\b"
+    r"|本部分(?:到此)?结束|(?:进入|继续写?)下一部分|请(?:提供|分享)", re.IGNORECASE)
 _SECTION_NO_REPEAT = {"en": "Do not repeat anything the text so far already says. ",
                       "zh": "不要重复已写内容中的任何话。"}
 _SECTION_NOTHING = {"en": "(nothing yet: this is the first section)", "zh": "（还没有：这是第一部分）"}

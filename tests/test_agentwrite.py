@@ -87,6 +87,17 @@ def test_labels_are_removed_and_subtitles_kept():
     assert agentwrite.strip_labels(echoed) == "In the heart of a forgotten land lies a city."
     assert agentwrite.strip_labels("第2部分：字数约300字。\n\n城里下着雨。") == "城里下着雨。"
     assert agentwrite.strip_labels("Write about the sea.\n\nWaves.") == "Write about the sea.\n\nWaves."
+    # what the embedded model said to the user inside sections of a reference run (shortened)
+    signed_off = "The city waits.\n\nThis concludes the section. You can now proceed to the next part of the text."
+    assert agentwrite.strip_labels(signed_off) == "The city waits."
+    talk = ("I'm ready to help you craft your next piece. Please share the text.\n\nHe woke.\n\nHere's the "
+            "revised text:\n\nShe left.\n\nThis is the final part of our conversation. Here's the next part:")
+    assert agentwrite.strip_labels(talk) == "He woke.\n\nShe left."
+    assert agentwrite.strip_labels("I'm ready to help you craft your next draft. Please share it now!") == ""
+    # the same phrase inside a paragraph of the text itself stays
+    story = "The guide said: please share the water. " + "They walked on through the dust. " * 10
+    assert agentwrite.strip_labels(story) == story.strip()
+    assert agentwrite.strip_labels("雨停了。\n\n本部分到此结束，请继续写下一部分。") == "雨停了。"
     assert agentwrite.assemble(["Paragraph 1\nA.", "", "Paragraph 2: B."]) == "A.\n\nB."
 
 
@@ -139,9 +150,9 @@ class ScriptedBackend:
 
     context = 4096
 
-    def __init__(self, fail_after: int | None = None, empty: set | None = None):
+    def __init__(self, fail_after: int | None = None, empty: set | None = None, talk_once: set | None = None):
         self.calls: list[list[str]] = []
-        self.fail_after, self.empty = fail_after, empty or set()
+        self.fail_after, self.empty, self.talk_once = fail_after, empty or set(), set(talk_once or ())
 
     def generate(self, reqs, sampling, desc=""):
         if self.fail_after is not None and len(self.calls) >= self.fail_after:
@@ -153,6 +164,9 @@ class ScriptedBackend:
                 body = " Opening\n2. Middle part\n3. Closing part"
             elif r.id in self.empty:
                 body = ""
+            elif r.id in self.talk_once:  # the first try talks to the user instead of writing
+                self.talk_once.discard(r.id)
+                body = "I'm ready to help you craft your next draft. What's the next part? Please share it now!"
             else:
                 body = f"Section text of {r.id} written with seed {r.seed} ends here."
             outs.append(Completion(body, len(body.split()), "stop", 10, r.id))
@@ -212,6 +226,17 @@ def test_an_empty_reply_drops_the_sample(tmp_path):
     stats = AgentWrite(backend, tmp_path, CFG, Sampling(), progress=False).run(ITEMS)
     assert stats["ok"] == 2 and stats["failed"] == {"empty": 1}
     assert "p1-s03" not in backend.calls[-1]
+
+
+def test_a_section_that_only_talks_to_the_user_is_written_again(tmp_path):
+    backend = ScriptedBackend(talk_once={"p1-s02"})
+    cfg = AgentWriteConfig(**{**CFG.__dict__, "section_tries": 1})
+    stats = AgentWrite(backend, tmp_path, cfg, Sampling(), progress=False).run(ITEMS)
+    assert ["p1-s02"] in backend.calls  # the one section, once more
+    assert stats["ok"] == 3
+    text_p1 = [json.loads(line) for line in (tmp_path / "dataset.jsonl").read_text().splitlines()][1]
+    assert "Section text of p1-s02" in text_p1["messages"][1]["content"]
+    assert "Please share" not in text_p1["messages"][1]["content"]
 
 
 def test_repeated_ids_are_refused(tmp_path):
