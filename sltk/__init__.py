@@ -11,14 +11,12 @@ import logging
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 from .backends import HFBackend
-from .chat import ChatRequest, Completion, PromptError, Sampling
+from .chat import BASE, ChatRequest, Completion, ModelError, PromptError, Sampling
 from .config import Config, preset
 from .embedded import EmbeddedModelError
 from .models import (
-    BASE,
     ROLES,
     LoadedModel,
-    ModelError,
     add_roles,
     load_base,
     load_roles,

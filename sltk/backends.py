@@ -25,6 +25,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from . import faults, progress
 from .chat import (
+    BASE,
     FINISH_REASONS,
     ChatRequest,
     Completion,
@@ -36,7 +37,7 @@ from .chat import (
     validate,
 )
 from .memory import KV_SPARE, kv_buffer_tokens
-from .models import BASE, LoadedModel, torch_dtype, use_role
+from .models import LoadedModel, torch_dtype, use_role
 
 log = logging.getLogger("sltk")
 

@@ -13,6 +13,12 @@ from dataclasses import dataclass, replace
 STOP_STRINGS = ("---", "\n---", "\n\n---", "\n\n\n")
 FINISH_REASONS = ("stop", "length", "repetition")
 
+BASE = "base"  # the role of a request answered by the base model, with no adapter
+
+
+class ModelError(ValueError):
+    """A model id, path or setting that cannot be used; the message names the fix."""
+
 
 def derive_seed(*parts) -> int:
     """A 31-bit seed from any parts, stable across processes (unlike hash())."""

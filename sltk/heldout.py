@@ -19,8 +19,8 @@ import statistics
 from pathlib import Path
 
 from . import records, text
-from .chat import ChatRequest, derive_seed
-from .models import BASE, check_adapter
+from .chat import BASE, ChatRequest, derive_seed
+from .models import check_adapter
 
 CONTROL = "control"  # an untrained adapter: the base's weights through the adapter path
 AGENTWRITE = "agentwrite"  # the Generator trained on the run's AgentWrite data, once there is one

@@ -16,15 +16,11 @@ from pathlib import Path
 import torch
 
 from . import embedded
+from .chat import BASE, ModelError
 
 ROLES = ("generator", "extender")
-BASE = "base"
 QUANTIZATIONS = ("nf4", None)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-class ModelError(ValueError):
-    """A model id, path or setting that cannot be used; the message names the fix."""
 
 
 @dataclass

@@ -253,7 +253,8 @@ SECTION_ECHO = re.compile(r"\bwrite about \d+ words\b|\byou may (?:begin|start) 
 SECTION_TALK = re.compile(
     r"\bconcludes? (?:the|this) (?:section|part)\b"
     r"|\b(?:proceed|move on|go on|continue) (?:to|with)(?: writing)? (?:the )?next (?:section|part)\b"
-    r"|\bhere(?:'s|’s| is| are) (?:the |your )?(?:next|revised|final|continued|rewritten) (?:part|section|text|version|draft)\b"
+    r"|\bhere(?:'s|’s| is| are) (?:the |your )?(?:next|revised|final|continued|rewritten)"
+    r" (?:part|section|text|version|draft)\b"
     r"|\bwhat(?:'s|’s| is) the next part\b|\bfinish your part\b|\bour conversation\b"
     r"|\bi(?:'m|’m| am) (?:ready|happy|glad) to help\b|\bplease (?:share|provide)\b"
     r"|\bdo not repeat (?:anything|any information)\b"

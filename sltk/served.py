@@ -23,9 +23,11 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from . import faults, progress
 from .chat import (
+    BASE,
     FINISH_REASONS,
     ChatRequest,
     Completion,
+    ModelError,
     PromptError,
     Sampling,
     first_tokens,
@@ -33,7 +35,6 @@ from .chat import (
     request_seeds,
     validate,
 )
-from .models import BASE, ModelError
 
 MAX_STOPS = 4  # the OpenAI API accepts at most four stop strings
 TOP_LOGPROBS = 20  # vLLM's default limit of log-probabilities per position

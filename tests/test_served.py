@@ -6,8 +6,7 @@ import time
 import pytest
 from servers import Server, Stub, free_port
 
-from sltk.chat import ChatRequest, PromptError, Sampling
-from sltk.models import ModelError
+from sltk.chat import ChatRequest, ModelError, PromptError, Sampling
 from sltk.served import OpenAIBackend, RequestRejected, ServerError, cut_at_stops
 
 GREEDY = Sampling(temperature=0, max_new_tokens=8, stop=(), loop_tokens=0)
