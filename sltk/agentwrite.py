@@ -140,13 +140,9 @@ _SECTION_LABEL = re.compile(
 )
 
 
-TALK_WORDS = 60  # a paragraph longer than this is the text itself, whatever phrase it contains
-
-
 def strip_labels(section: str) -> str:
-    """A section without a leading "Paragraph 3:" / "Section 3 -" label (a subtitle after it stays),
-    without a first paragraph that echoes the request's instruction, and without short paragraphs that
-    talk to the user instead of writing (`prompts.SECTION_TALK`)."""
+    """A section without a leading "Paragraph 3:" / "Section 3 -" label (a subtitle after it stays), and
+    without a first paragraph that echoes the request's instruction."""
     lines = section.strip().splitlines()
     while lines:
         rest = _SECTION_LABEL.sub("", lines[0], count=1)
@@ -157,11 +153,24 @@ def strip_labels(section: str) -> str:
             break
         lines.pop(0)
     first, sep, rest = "\n".join(lines).strip().partition("\n\n")
-    body = rest.strip() if sep and prompts.SECTION_ECHO.search(first) else (first + sep + rest).strip()
-    paragraphs = re.split(r"\n[ \t]*\n", body)
-    kept = [p for p in paragraphs
-            if not (prompts.SECTION_TALK.search(p) and text.count_words(p) <= TALK_WORDS)]
-    return body if len(kept) == len(paragraphs) else "\n\n".join(p.strip() for p in kept if p.strip())
+    return rest.strip() if sep and prompts.SECTION_ECHO.search(first) else (first + sep + rest).strip()
+
+
+TALK_WORDS = 60  # a paragraph longer than this is the text itself, whatever words it contains
+
+
+def is_talk(paragraph: str) -> bool:
+    """A short paragraph that talks to the user instead of writing the text (`prompts.SECTION_TALK`)."""
+    paragraph = paragraph.strip()
+    return (bool(paragraph) and not paragraph.startswith(('"', "“", "'", "‘", "「", "『"))
+            and text.count_words(paragraph) <= TALK_WORDS and bool(prompts.SECTION_TALK.search(paragraph)))
+
+
+def drop_talk(section: str) -> str:
+    """The section without its paragraphs that talk to the user (see `is_talk`)."""
+    paragraphs = re.split(r"\n[ \t]*\n", section.strip())
+    kept = [p.strip() for p in paragraphs if p.strip() and not is_talk(p)]
+    return section.strip() if len(kept) == len(paragraphs) else "\n\n".join(kept)
 
 
 def trim_to_sentence(section: str, lang: str = "en") -> str:
@@ -370,12 +379,13 @@ class AgentWrite:
             for i, out in zip(pending, outs):
                 it, k = jobs[i]
                 lang = it.get("lang", "en")
-                body = trim_to_sentence(strip_labels(out.text), lang) if out.finish_reason != "stop" else strip_labels(
-                    out.text)
+                labelled = strip_labels(out.text)
+                body = drop_talk(trim_to_sentence(labelled, lang) if out.finish_reason != "stop" else labelled)
                 repeated = repeats(so_far[i] or "", body, lang)
                 results[i] = {"id": f"{it['id']}-s{k:02d}", "query_id": it["id"], "step": k, "text": body,
                               "raw_words": text.count_words(out.text), "tokens": out.tokens,
-                              "finish": out.finish_reason, "tries": attempt + 1, "repeated": repeated, "cut": False}
+                              "finish": out.finish_reason, "tries": attempt + 1, "repeated": repeated, "cut": False,
+                              "talk": body != labelled.strip()}
                 if (repeated or not body.strip()) and attempt < cfg.section_tries:
                     again.append(i)
             pending = again
@@ -445,6 +455,7 @@ class AgentWrite:
             "sections_repeated": sum(s["repeated"] for s in secs),
             "sections_cut": sum(s["cut"] for s in secs),
             "sections_cap_hit": sum(s["finish"] == "length" for s in secs),
+            "sections_talk_dropped": sum(s.get("talk", False) for s in secs),
             "section_words": describe([s["words"] for s in secs]),
             "assembled": len(assembled),
             "ok": len(ok),

@@ -87,18 +87,25 @@ def test_labels_are_removed_and_subtitles_kept():
     assert agentwrite.strip_labels(echoed) == "In the heart of a forgotten land lies a city."
     assert agentwrite.strip_labels("第2部分：字数约300字。\n\n城里下着雨。") == "城里下着雨。"
     assert agentwrite.strip_labels("Write about the sea.\n\nWaves.") == "Write about the sea.\n\nWaves."
-    # what the embedded model said to the user inside sections of a reference run (shortened)
-    signed_off = "The city waits.\n\nThis concludes the section. You can now proceed to the next part of the text."
-    assert agentwrite.strip_labels(signed_off) == "The city waits."
-    talk = ("I'm ready to help you craft your next piece. Please share the text.\n\nHe woke.\n\nHere's the "
-            "revised text:\n\nShe left.\n\nThis is the final part of our conversation. Here's the next part:")
-    assert agentwrite.strip_labels(talk) == "He woke.\n\nShe left."
-    assert agentwrite.strip_labels("I'm ready to help you craft your next draft. Please share it now!") == ""
-    # the same phrase inside a paragraph of the text itself stays
-    story = "The guide said: please share the water. " + "They walked on through the dust. " * 10
-    assert agentwrite.strip_labels(story) == story.strip()
-    assert agentwrite.strip_labels("雨停了。\n\n本部分到此结束，请继续写下一部分。") == "雨停了。"
     assert agentwrite.assemble(["Paragraph 1\nA.", "", "Paragraph 2: B."]) == "A.\n\nB."
+
+
+def test_paragraphs_that_talk_to_the_user_are_dropped():
+    # what the embedded model said to the user inside sections of reference runs (some shortened)
+    signed_off = "The city waits.\n\nThis concludes the section. You can now proceed to the next part of the text."
+    assert agentwrite.drop_talk(signed_off) == "The city waits."
+    talk = ("I'm ready to help you craft your next piece. Please share the text.\n\nHe woke.\n\nHere is a "
+            "continuation of the text:\n\nShe left.\n\nHere's a rewritten version of the original text with "
+            "suggested edits:\n\nThey met.\n\nYour essay concludes by emphasizing the importance of stories.")
+    assert agentwrite.drop_talk(talk) == "He woke.\n\nShe left.\n\nThey met."
+    assert agentwrite.drop_talk("I'm ready to help you craft your next draft. Please share it now!") == ""
+    # the text itself stays: a long paragraph, dialogue, first-person resolve, a list that is not talk
+    story = "The guide said the next section of the trail was dry. " + "They walked on through the dust. " * 10
+    kept = (f"{story.strip()}\n\n\"Please, wait for me,\" she called.\n\nI am ready to take on any challenge."
+            "\n\n1. Flour\n2. Water")
+    assert agentwrite.drop_talk(kept) == kept
+    zh = "雨停了。\n\n本部分到此结束，请继续写下一部分。\n\n一部分人留下了。"
+    assert agentwrite.drop_talk(zh) == "雨停了。\n\n一部分人留下了。"
 
 
 def test_trim_to_sentence():
@@ -168,7 +175,7 @@ class ScriptedBackend:
                 self.talk_once.discard(r.id)
                 body = "I'm ready to help you craft your next draft. What's the next part? Please share it now!"
             else:
-                body = f"Section text of {r.id} written with seed {r.seed} ends here."
+                body = f"The text of {r.id} is written with seed {r.seed} ends here."
             outs.append(Completion(body, len(body.split()), "stop", 10, r.id))
         return outs
 
@@ -235,7 +242,7 @@ def test_a_section_that_only_talks_to_the_user_is_written_again(tmp_path):
     assert ["p1-s02"] in backend.calls  # the one section, once more
     assert stats["ok"] == 3
     text_p1 = [json.loads(line) for line in (tmp_path / "dataset.jsonl").read_text().splitlines()][1]
-    assert "Section text of p1-s02" in text_p1["messages"][1]["content"]
+    assert "The text of p1-s02" in text_p1["messages"][1]["content"]
     assert "Please share" not in text_p1["messages"][1]["content"]
 
 
