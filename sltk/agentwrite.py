@@ -380,12 +380,13 @@ class AgentWrite:
                 it, k = jobs[i]
                 lang = it.get("lang", "en")
                 labelled = strip_labels(out.text)
-                body = drop_talk(trim_to_sentence(labelled, lang) if out.finish_reason != "stop" else labelled)
+                whole = trim_to_sentence(labelled, lang) if out.finish_reason != "stop" else labelled
+                body = drop_talk(whole)
                 repeated = repeats(so_far[i] or "", body, lang)
                 results[i] = {"id": f"{it['id']}-s{k:02d}", "query_id": it["id"], "step": k, "text": body,
                               "raw_words": text.count_words(out.text), "tokens": out.tokens,
                               "finish": out.finish_reason, "tries": attempt + 1, "repeated": repeated, "cut": False,
-                              "talk": body != labelled.strip()}
+                              "talk": body != whole.strip()}
                 if (repeated or not body.strip()) and attempt < cfg.section_tries:
                     again.append(i)
             pending = again

@@ -157,9 +157,11 @@ class ScriptedBackend:
 
     context = 4096
 
-    def __init__(self, fail_after: int | None = None, empty: set | None = None, talk_once: set | None = None):
+    def __init__(self, fail_after: int | None = None, empty: set | None = None, talk_once: set | None = None,
+                 cut_off: set | None = None):
         self.calls: list[list[str]] = []
         self.fail_after, self.empty, self.talk_once = fail_after, empty or set(), set(talk_once or ())
+        self.cut_off = cut_off or set()
 
     def generate(self, reqs, sampling, desc=""):
         if self.fail_after is not None and len(self.calls) >= self.fail_after:
@@ -176,7 +178,10 @@ class ScriptedBackend:
                 body = "I'm ready to help you craft your next draft. What's the next part? Please share it now!"
             else:
                 body = f"The text of {r.id} is written with seed {r.seed} ends here."
-            outs.append(Completion(body, len(body.split()), "stop", 10, r.id))
+            finish = "stop"
+            if r.id in self.cut_off:  # stopped by its token cap in mid-sentence
+                body, finish = body + " And then the", "length"
+            outs.append(Completion(body, len(body.split()), finish, 10, r.id))
         return outs
 
 
@@ -244,6 +249,9 @@ def test_a_section_that_only_talks_to_the_user_is_written_again(tmp_path):
     text_p1 = [json.loads(line) for line in (tmp_path / "dataset.jsonl").read_text().splitlines()][1]
     assert "The text of p1-s02" in text_p1["messages"][1]["content"]
     assert "Please share" not in text_p1["messages"][1]["content"]
+    assert stats["sections_talk_dropped"] == 0  # the kept try wrote the section
+    once = ScriptedBackend(talk_once={"p1-s02"}, cut_off={"p0-s01"})  # a section cut back is not talk
+    assert AgentWrite(once, tmp_path / "once", CFG, Sampling(), progress=False).run(ITEMS)["sections_talk_dropped"] == 1
 
 
 def test_repeated_ids_are_refused(tmp_path):
