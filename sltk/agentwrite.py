@@ -156,14 +156,27 @@ def strip_labels(section: str) -> str:
     return rest.strip() if sep and prompts.SECTION_ECHO.search(first) else (first + sep + rest).strip()
 
 
+# A short paragraph inside a section that talks to the user instead of writing the text: it announces what
+# follows ("Here is the rewritten paragraph:"), names the text's parts or versions (the meta filter's words
+# and the task's: "This concludes the section.", "my next draft", "the rest of the instructions"), or
+# addresses the reader as a chat assistant ("Please share it now!", "I'm ready to help"). `drop_talk`
+# drops such paragraphs wherever they stand in a section (dialogue, which opens with a quotation mark, stays).
+_TASK_WORDS_EN = ("section", "sections", "draft", "drafts", "rewritten", "continuation", "instructions")
+TALK = re.compile(
+    r"^\s*(?:here(?:'s|’s| is| are)|below (?:is|are))\b.*[:：]\s*$"
+    r"|\b(?:" + "|".join(text.META_WORDS_EN + _TASK_WORDS_EN) + r")\b"
+    r"|\byour (?:essay|text|story|article|letter|piece|part)\b|\bour conversation\b"
+    r"|\bplease\b|\blet me know\b|\bfeel free\b|\bi(?:'m|’m| am) (?:ready|happy|glad|here) to (?:help|assist)\b"
+    r"|本部分|这一部分|下一部分|段落|草稿|改写|版本|指令|请(?:提供|分享|继续|告诉)",
+    re.IGNORECASE | re.MULTILINE)
 TALK_WORDS = 60  # a paragraph longer than this is the text itself, whatever words it contains
 
 
 def is_talk(paragraph: str) -> bool:
-    """A short paragraph that talks to the user instead of writing the text (`prompts.SECTION_TALK`)."""
+    """A short paragraph that talks to the user instead of writing the text (`TALK`)."""
     paragraph = paragraph.strip()
     return (bool(paragraph) and not paragraph.startswith(('"', "“", "'", "‘", "「", "『"))
-            and text.count_words(paragraph) <= TALK_WORDS and bool(prompts.SECTION_TALK.search(paragraph)))
+            and text.count_words(paragraph) <= TALK_WORDS and bool(TALK.search(paragraph)))
 
 
 def drop_talk(section: str) -> str:

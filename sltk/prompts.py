@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import re
 
-from .text import META_WORDS_EN, check_lang
+from .text import check_lang
 
 __all__ = [
     "OMITTED",
     "OUTLINE_PREFILL",
     "SECTION_ECHO",
-    "SECTION_TALK",
     "SELF_INSTRUCT_STOP",
     "extension_prompt",
     "judge_messages",
@@ -247,19 +246,6 @@ _SECTION_TASK = {
 # The task's own words, which a small model sometimes writes back before the section (agentwrite drops them).
 SECTION_ECHO = re.compile(r"\bwrite about \d+ words\b|\byou may (?:begin|start) with a short subtitle\b"
                           r"|字数约\s*\d+\s*字|可以用一个简短的小标题开头", re.IGNORECASE)
-# A short paragraph inside a section that talks to the user instead of writing the text: it announces what
-# follows ("Here is the rewritten paragraph:"), names the text's parts or versions (the meta filter's words
-# and the task's: "This concludes the section.", "my next draft", "the rest of the instructions"), or
-# addresses the reader as a chat assistant ("Please share it now!", "I'm ready to help"). agentwrite drops
-# such paragraphs wherever they stand in a section (dialogue, which opens with a quotation mark, stays).
-_TASK_WORDS_EN = ("section", "sections", "draft", "drafts", "rewritten", "continuation", "instructions")
-SECTION_TALK = re.compile(
-    r"^\s*(?:here(?:'s|’s| is| are)|below (?:is|are))\b.*[:：]\s*$"
-    r"|\b(?:" + "|".join(META_WORDS_EN + _TASK_WORDS_EN) + r")\b"
-    r"|\byour (?:essay|text|story|article|letter|piece|part)\b|\bour conversation\b"
-    r"|\bplease\b|\blet me know\b|\bfeel free\b|\bi(?:'m|’m| am) (?:ready|happy|glad|here) to (?:help|assist)\b"
-    r"|本部分|这一部分|下一部分|段落|草稿|改写|版本|指令|请(?:提供|分享|继续|告诉)",
-    re.IGNORECASE | re.MULTILINE)
 _SECTION_NO_REPEAT = {"en": "Do not repeat anything the text so far already says. ",
                       "zh": "不要重复已写内容中的任何话。"}
 _SECTION_NOTHING = {"en": "(nothing yet: this is the first section)", "zh": "（还没有：这是第一部分）"}
