@@ -202,6 +202,8 @@ def main() -> None:
                    help="peers: which workloads to measure")
     p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES,
                    help="peers: which engines to measure (default: all)")
+    p.add_argument("--slots", type=int, nargs="+", default=[1, 8, 16, 32],
+                   help="peers: the parallel slots of each llama.cpp server measured")
     p.add_argument("--deadline", type=float, default=600,
                    help="peers: seconds after which generate_batch is stopped (its finished answers count)")
     p.add_argument("--slow-subset", type=int, default=8,

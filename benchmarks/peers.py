@@ -9,7 +9,8 @@ the cap (no stop strings, no loop guard, so every engine does the same kind of w
 - `seeds`: the first 64 seed prompts, up to 512 new tokens;
 - `stage2`: 48 extension prompts of 800 to 2,000 tokens (stage 2 of the extension), 256 new tokens.
 
-Peers: sltk's `HFBackend` (float32, and the `cpu-demo` settings: float32 weights, bfloat16 KV cache),
+Peers: sltk's `HFBackend` (float32; the `cpu-demo` settings: float32 weights, bfloat16 KV cache;
+bfloat16 weights),
 a plain `model.generate` loop one prompt at a time, `model.generate` on one padded batch,
 transformers' continuous batching (`generate_batch`, and `transformers serve --continuous-batching`
 through sltk's served backend), and llama.cpp's `llama-server` on the embedded GGUF (Q4_1) with 1,
@@ -40,8 +41,6 @@ from sltk import embedded
 from sltk.backends import HFBackend
 from sltk.chat import Sampling
 from sltk.served import OpenAIBackend
-
-SLOTS = (1, 8, 16, 32)
 
 
 def _sampling(tokens: int) -> Sampling:
@@ -264,6 +263,10 @@ def run(requests, tokens: int, context_per_slot: int, args, skipped: list[str], 
     demo = sltk.preset("cpu-demo")
     attempt(f"sltk HFBackend, cpu-demo (bf16 KV cache, batch {demo.batch_size})",
             lambda: sltk_peer(fp32, requests, tokens, demo.batch_size, kv_dtype=demo.kv_cache_dtype), "sltk")
+    # bfloat16 weights: slower than float32 on some CPUs, faster on those whose matrix kernels use bf16
+    # instructions; the rounded weights sample other texts than the float32 ones.
+    attempt(f"sltk HFBackend, bfloat16 weights, batch {n}",
+            lambda: sltk_peer(sltk.load_base(quantization=None, dtype="bfloat16"), requests, tokens, n), "sltk")
     attempt(f"model.generate, one prompt at a time (first {args.slow_subset})",
             lambda: sequential_peer(fp32, requests, tokens, args.slow_subset), "loop")
     attempt(f"model.generate, one padded batch of {n}", lambda: padded_peer(fp32, requests, tokens), "padded")
@@ -281,7 +284,7 @@ def run(requests, tokens: int, context_per_slot: int, args, skipped: list[str], 
         elif "serve" in args.engines:
             skipped.append("transformers serve: not installed (pip install 'transformers[serving]')")
         binary = llama_server_binary(args.llama_server)
-        for slots in SLOTS if binary else ():
+        for slots in args.slots if binary else ():
             attempt(f"llama.cpp server, {slots} slot{'s' if slots > 1 else ''} (Q4_1)",
                     lambda slots=slots: llama_cpp_peer(binary, slots, requests, tokens, context_per_slot, tokenizer,
                                                        work),

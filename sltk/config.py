@@ -487,7 +487,7 @@ PRESETS: dict[str, dict] = {
         # With a handful of extensions, length-biased sampling would drop most of them.
         "extend": {"attempts": 2, "micro_rounds": 1, "max_tries": 1, "stage_cap": 2.0, "keep_trace": True,
                    "length_biased": False},
-        # LoRA on the top 10 of 30 layers: about twice the training speed on the CPU (docs/performance.md).
+        # LoRA on the top 10 of 30 layers: training on the CPU runs faster (docs/performance.md).
         "lora": {"r": 32, "alpha": 64, "top_layers": 10},
         "train": {"epochs": 6, "extender_epochs": 2, "lr": 5e-4, "max_seq_len": 3072, "batch_size": 1,
                   "gradient_checkpointing": False},

@@ -106,11 +106,12 @@ def torch_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
 
 
 def pick_dtype(device: str, quantization: str | None = None) -> torch.dtype:
-    """bf16 on Ampere and later, fp16 on older GPUs (T4, V100); on the CPU, what measured fastest.
+    """bf16 on Ampere and later, fp16 on older GPUs (T4, V100); float32 or bf16 on the CPU.
 
-    CPU, unquantised: float32, faster than bf16 for single and batched generation of the embedded
-    model. CPU, 4-bit: bf16 compute, which runs bitsandbytes' CPU 4-bit layers faster than float32
-    (both measured in docs/performance.md).
+    CPU, unquantised: float32, the weights as converted, with no rounding. bf16 is faster only on
+    CPUs whose matrix kernels use bf16 instructions, and its rounded weights write other texts (see
+    docs/performance.md); `dtype="bfloat16"` picks it. CPU, 4-bit: bf16 compute, which runs
+    bitsandbytes' CPU 4-bit layers faster than float32.
     """
     if device.startswith("cuda"):
         major, _ = torch.cuda.get_device_capability(torch.device(device))
