@@ -36,7 +36,7 @@ def measure(name: str, folder: Path, prompts: int) -> dict:
     started = time.perf_counter()
     table = heldout.evaluate(pipe)
     seconds = time.perf_counter() - started
-    stats = pipe.backend.last_stats if pipe.backend.last_stats else {}
+    stats = pipe.backend.last_stats  # empty when every answer was already written (a resumed run)
     print(f"\n{name}: {seconds:.1f} s\n{table.to_string()}", flush=True)
     return {"settings": SETTINGS[name], "seconds": round(seconds, 1),
             **{k: stats.get(k) for k in ("tokens", "tokens_per_second", "decode_steps", "finish_reasons")},
